@@ -1,0 +1,252 @@
+"""Typed configuration: one frozen dataclass per concern, built once from the workflow
+config (a nested dict, as in ``config/config.yaml``). Unknown keys are rejected with
+their dotted name, so a typo never silently falls back to a default.
+
+The JSON schema in ``workflow/schemas/config.schema.yaml`` checks the same keys and
+types before any job runs; ``tests/test_config.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EvaluateConfig",
+    "NetworksConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "WaveletConfig",
+    "from_dict",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the faces come from and how they are cut to size."""
+
+    source: str = "embedded"  # embedded | celeba | folder
+    celeba_zip: str | None = None  # img_align_celeba.zip, or its extracted folder
+    celeba_partition: str | None = None  # list_eval_partition.txt or Kaggle's CSV
+    download: bool = False  # fetch the official files (md5-checked) when absent
+    download_dir: str = "data/celeba"
+    folder: str | None = None  # any folder of JPEG/PNG images
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # folder, embedded
+    size: int = 32  # side of the square output image, pixels
+    crop: tuple[int, int, int, int] | None = (
+        None  # rows top, bottom; columns left, right
+    )
+    max_images: dict = field(default_factory=dict)  # split -> count cap
+    max_bad_fraction: float = 0.01
+    max_pixels: int = 50_000_000  # larger images are refused (decompression bombs)
+
+    def __post_init__(self):
+        if self.source not in {"embedded", "celeba", "folder"}:
+            raise ValueError(
+                f"data.source: unknown source {self.source!r}; "
+                "expected embedded, celeba or folder"
+            )
+        if self.size < 2:
+            raise ValueError(f"data.size must be >= 2, got {self.size}")
+        if len(self.split_fractions) != 3 or not math.isclose(
+            sum(self.split_fractions), 1.0, abs_tol=1e-6
+        ):
+            raise ValueError(
+                f"data.split_fractions must be three numbers summing to 1, "
+                f"got {list(self.split_fractions)}"
+            )
+        unknown = set(self.max_images) - {"train", "valid", "test"}
+        if unknown:
+            raise ValueError(f"data.max_images: unknown split(s) {sorted(unknown)}")
+
+
+@dataclass(frozen=True)
+class WaveletConfig:
+    name: str = "haar"
+    levels: int = 2
+
+    def __post_init__(self):
+        if self.levels < 1:
+            raise ValueError(f"wavelet.levels must be >= 1, got {self.levels}")
+
+
+@dataclass(frozen=True)
+class NetworksConfig:
+    """Architecture of every network, or where to take published ones from."""
+
+    source: str = "trained"  # trained | published
+    published_dir: str | None = None  # a folder laid out like the authors' release
+    published_setting: str = "celebA_160x160_gray"
+    depth: int = 21
+    width: int = 64
+    lowpass_depth: int = 20
+    lowpass_rf: int | None = None  # default: the largest field at lowpass_depth
+    receptive_fields: tuple[int, ...] = (5, 9, 13, 23, 43)
+    flat: bool = True  # also train the pixel-domain baselines
+
+    def __post_init__(self):
+        if self.source not in {"trained", "published"}:
+            raise ValueError(
+                f"networks.source: unknown source {self.source!r}; "
+                "expected trained or published"
+            )
+        if not self.receptive_fields:
+            raise ValueError("networks.receptive_fields must not be empty")
+
+    @property
+    def lowpass_field(self) -> int:
+        return self.lowpass_rf or 2 * self.lowpass_depth + 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The paper's recipe by default; ``max_steps`` caps small runs."""
+
+    batch_size: int = 512
+    lr: float = 1e-3
+    epochs_base: int = 500  # epochs at scale j: epochs_base * 4**j (j = 0 finest)
+    halve_every_base: int = 50  # learning rate halved every halve_every_base * 4**j
+    max_steps: int | None = None
+    patch_size: int | None = None  # random square crops of the training bands
+    checkpoint_every: int = 500
+    validate_every: int = 100
+    valid_images: int = 64
+    valid_sigmas_255: tuple[float, ...] = (20.0, 60.0, 100.0)
+    amp: bool = False  # bf16 autocast on a GPU
+    channels_last: bool = False
+    threads: int | None = None  # torch threads on the CPU; default: what the job got
+    progress: bool = True  # a progress bar on an interactive terminal
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be >= 1, got {self.max_steps}")
+        if self.checkpoint_every < 1:
+            raise ValueError("train.checkpoint_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    n_images: int = 100
+    sigmas_255: tuple[float, ...] = tuple(10 ** (0.5 + 2.3 * i / 9) for i in range(10))
+    batch_size: int = 25
+    examples_sigma_255: float | None = None  # default: the highest sigma
+
+    def __post_init__(self):
+        if self.n_images < 1:
+            raise ValueError(f"evaluate.n_images must be >= 1, got {self.n_images}")
+        if any(s < 0 for s in self.sigmas_255):
+            raise ValueError("evaluate.sigmas_255 must be non-negative")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Stochastic coarse-to-fine ascent (see :mod:`msprior.sampling`)."""
+
+    n_samples: int = 16
+    h0: float = 0.01
+    beta: float = 0.5
+    sigma_0: float = 1.0
+    sigma_min: float = 0.01
+    max_steps: int = 1000
+    batch_size: int = 16
+    superres_images: int = 4
+    superres_per_image: int = 3
+    inpaint_images: int = 4
+
+    def __post_init__(self):
+        if not 0 < self.beta <= 1:
+            raise ValueError(f"sample.beta must be in (0, 1], got {self.beta}")
+        if not 0 < self.h0 <= 1:
+            raise ValueError(f"sample.h0 must be in (0, 1], got {self.h0}")
+        if self.sigma_min <= 0:
+            raise ValueError("sample.sigma_min must be positive")
+
+
+@dataclass(frozen=True)
+class Config:
+    run: str = "default"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    results: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    wavelet: WaveletConfig = field(default_factory=WaveletConfig)
+    networks: NetworksConfig = field(default_factory=NetworksConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    resources: dict = field(default_factory=dict)  # workflow-only: per-rule resources
+
+    def __post_init__(self):
+        if self.device not in {
+            "auto",
+            "cpu",
+            "cuda",
+            "mps",
+        } and not self.device.startswith("cuda:"):
+            raise ValueError(f"device: unknown device {self.device!r}")
+        size, levels = self.data.size, self.wavelet.levels
+        if size % 2**levels:
+            raise ValueError(
+                f"data.size {size} is not divisible by 2**wavelet.levels = {2**levels}"
+            )
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.results) / self.run
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "wavelet": WaveletConfig,
+    "networks": NetworksConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "sample": SampleConfig,
+}
+
+
+def _coerce(value, annotation):
+    """Turn YAML lists into the tuples the dataclasses declare."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return value if value is None else _coerce(value, args[0])
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _build(cls, values: dict, prefix: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        names = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ValueError(f"unknown config key(s): {names}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        if name in _SECTIONS and cls is Config:
+            kwargs[name] = _build(_SECTIONS[name], value or {}, f"{name}.")
+        else:
+            kwargs[name] = _coerce(value, hints[name])
+    return cls(**kwargs)
+
+
+def from_dict(values: dict) -> Config:
+    """Build the typed config from the workflow's nested dict; reject unknown keys."""
+    return _build(Config, dict(values), "")
+
+
+def to_dict(config: Config) -> dict:
+    """The resolved config, plain data, for provenance files."""
+    return dataclasses.asdict(config)
