@@ -55,7 +55,7 @@ def open_h5_read(path: str | os.PathLike) -> h5py.File:
 
 
 def save_torch(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` through :func:`atomic_path`. ``obj`` holds tensors and plain data."""
+    """``torch.save`` through :func:`atomic_path`; ``obj`` holds tensors, plain data."""
     import torch
 
     with atomic_path(path) as tmp:

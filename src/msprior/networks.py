@@ -42,7 +42,7 @@ _PUBLISHED_STRIDE = {5: 20, 9: 8, 13: 4, 23: 2, 43: 1}
 
 
 def kernel_layout(depth: int, rf: int) -> list[int]:
-    """Kernel size (3 or 1) of each of ``depth`` convolutions for receptive field ``rf``.
+    """Kernel size (3 or 1) of each of ``depth`` convolutions, for field ``rf``.
 
     The first and last layers are always 3 x 3; ``(rf - 1) / 2 - 2`` middle layers are
     too. For ``depth == 21`` and the paper's fields the layout is the published one;
@@ -140,7 +140,8 @@ class BFCNN(nn.Module):
     Layer ``i`` is a ``k_i x k_i`` convolution, ``k_i`` from :func:`kernel_layout`.
     The first convolution is followed by a ReLU; every middle one by batch norm and
     ReLU; the last is linear. Parameter names match the published networks
-    (``conv_layers.{i}.weight``, ``BN_layers.{i}.gammas``, ``BN_layers.{i}.running_sd``).
+    (``conv_layers.{i}.weight``, ``BN_layers.{i}.gammas``,
+    ``BN_layers.{i}.running_sd``).
     """
 
     def __init__(self, spec: NetworkSpec):

@@ -10,8 +10,8 @@ Conventions, fixed once here and used everywhere in the package:
   an ``H x W`` image to four ``H/2 x W/2`` bands and is exactly orthogonal.
 * Normalisation: every level's outputs are the orthonormal coefficients divided by 2.
   Hence every low-pass is a local weighted mean in image units (for Haar, the mean of a
-  ``2^j x 2^j`` block), and the coefficients of level ``j`` equal PyWavelets' orthonormal
-  ones divided by ``2**j``. The inverse of one level multiplies by 2.
+  ``2^j x 2^j`` block), and the coefficients of level ``j`` equal PyWavelets'
+  orthonormal ones divided by ``2**j``. The inverse of one level multiplies by 2.
 * Noise: white Gaussian noise of standard deviation ``sigma`` in pixels appears in every
   band of level ``j`` (details and low-pass alike) as white noise of standard deviation
   ``sigma / 2**j``. See :func:`band_noise_std`.
@@ -190,7 +190,7 @@ def waverec(low: Tensor, details: list[Tensor], wavelet: str = "haar") -> Tensor
 
 
 def band_noise_std(sigma: float, level: int) -> float:
-    """Standard deviation, in a band of ``level``, of white pixel noise of std ``sigma``.
+    """Std, in every band of ``level``, of white pixel noise of std ``sigma``.
 
     Each orthonormal level keeps white noise white with the same variance; the
     normalisation divides by 2 per level.
