@@ -55,7 +55,7 @@ from PIL import Image
 from msprior.config import DataConfig
 from msprior.io import atomic_path, open_h5_read, provenance
 
-__all__ = ["SPLITS", "CELEBA_FILES", "load_split", "prepare_faces"]
+__all__ = ["CELEBA_FILES", "SPLITS", "load_split", "prepare_faces", "read_partition"]
 
 logger = logging.getLogger(__name__)
 
