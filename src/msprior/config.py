@@ -150,6 +150,7 @@ class EvaluateConfig:
 class SampleConfig:
     """Stochastic coarse-to-fine ascent (see :mod:`msprior.sampling`)."""
 
+    rf: int | None = None  # conditional networks used to sample; default: the smallest
     n_samples: int = 16
     h0: float = 0.01
     beta: float = 0.5
@@ -192,11 +193,23 @@ class Config:
             "mps",
         } and not self.device.startswith("cuda:"):
             raise ValueError(f"device: unknown device {self.device!r}")
+        if (
+            self.sample.rf is not None
+            and self.sample.rf not in self.networks.receptive_fields
+        ):
+            raise ValueError(
+                f"sample.rf {self.sample.rf} is not among networks.receptive_fields "
+                f"{list(self.networks.receptive_fields)}"
+            )
         size, levels = self.data.size, self.wavelet.levels
         if size % 2**levels:
             raise ValueError(
                 f"data.size {size} is not divisible by 2**wavelet.levels = {2**levels}"
             )
+
+    @property
+    def sample_rf(self) -> int:
+        return self.sample.rf or min(self.networks.receptive_fields)
 
     @property
     def run_dir(self) -> Path:

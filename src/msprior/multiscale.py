@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from msprior.sampling import SamplerSettings, Trace, initial_state, sample
 from msprior.wavelets import idwt, wavedec
 
-__all__ = ["MultiScaleModel", "synthesize", "super_resolve"]
+__all__ = ["MultiScaleModel", "load_multiscale", "synthesize", "super_resolve"]
 
 
 @dataclass

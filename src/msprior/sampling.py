@@ -17,9 +17,12 @@ code                    paper
 ======================  ===============================================================
 
 Update: ``y <- y + h_t d_t + gamma_t z``; stop when ``sigma_t <= sigma_min`` and end
-with one full denoising step ``x = y + d_t``. The scale index ``j`` of the multi-scale
-model runs fine to coarse (``j = 1`` finest); sampling runs coarse to fine (see
-:mod:`msprior.multiscale`), but this module knows nothing of scales.
+with one full denoising step ``x = y + d_t``. A sample also stops, recorded as such in
+the trace, at ``max_steps`` or when it diverges.
+
+The scale index ``j`` of the multi-scale model runs fine to coarse (``j = 1``
+finest); sampling runs coarse to fine (see :mod:`msprior.multiscale`), but this module
+knows nothing of scales.
 
 Every sample of a batch has its own generator and stops on its own, so a sample does
 not depend on the batch it was drawn in.
@@ -53,6 +56,7 @@ class SamplerSettings:
     sigma_min: float = 0.01
     max_steps: int = 1000
     fixed_h: bool = False  # use h_t = h0 at every step
+    divergence: float = 2.0  # stop a sample whose sigma_t exceeds this times sigma_1
 
     def __post_init__(self):
         if not 0 < self.beta <= 1:
@@ -63,6 +67,8 @@ class SamplerSettings:
             raise ValueError(f"sigma_min must be positive, got {self.sigma_min}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.divergence <= 1:
+            raise ValueError(f"divergence must be > 1, got {self.divergence}")
 
 
 @dataclass
@@ -71,7 +77,10 @@ class Trace:
 
     ``sigma``, ``h`` and ``gamma`` have shape (T, B), NaN where a sample had already
     stopped; ``steps`` (B,) counts each sample's updates; ``reason`` says why each
-    stopped: ``"sigma_min"`` (the stopping rule) or ``"max_steps"``.
+    stopped: ``"sigma_min"`` (the stopping rule), ``"max_steps"``, or ``"diverged"``
+    (``sigma_t`` rose above ``divergence`` times its first value, or is not finite:
+    the denoiser is not a contraction there, typically one trained too briefly to be
+    accurate below that noise level; raise ``sigma_min``).
     """
 
     sigma: Tensor
@@ -184,6 +193,7 @@ def sample(
     active = torch.ones(b, dtype=torch.bool, device=y.device)
     steps = torch.zeros(b, dtype=torch.long)
     reason = [""] * b
+    sigma_start = torch.zeros(b, dtype=y.dtype, device=y.device)
     sigmas, hs, gammas = [], [], []
     for t in range(1, settings.max_steps + 2):
         idx = active.nonzero().flatten()
@@ -191,11 +201,17 @@ def sample(
         sub_constraint = None if constraint is None else _subset(constraint, idx, b)
         d = _residual(network, y[idx], sub_cond, sub_constraint)  # (A, C, H, W)
         sigma = d.flatten(1).norm(dim=1) / math.sqrt(n)  # (A,)
-        done = sigma <= settings.sigma_min
-        if t > settings.max_steps:
-            done = torch.ones_like(done)
-        for k in idx[done].tolist():
-            reason[k] = "sigma_min" if t <= settings.max_steps else "max_steps"
+        if t == 1:
+            sigma_start[idx] = sigma
+        diverged = ~torch.isfinite(sigma) | (
+            sigma > settings.divergence * sigma_start[idx]
+        )
+        stopped = sigma <= settings.sigma_min
+        done = stopped | diverged | (t > settings.max_steps)
+        for k, div, stop in zip(
+            idx[done].tolist(), diverged[done], stopped[done], strict=True
+        ):
+            reason[k] = "diverged" if div else "sigma_min" if stop else "max_steps"
         x[idx[done]] = y[idx[done]] + d[done]  # one last denoising step
         active[idx[done]] = False
         if not active.any():

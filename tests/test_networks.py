@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from msprior.networks import (
+    BFCNN,
+    NetworkSpec,
+    denoise,
+    kernel_layout,
+    load_model,
+    receptive_field,
+    save_model,
+)
+
+PAPER_RFS = [5, 9, 13, 23, 43]
+
+
+@pytest.mark.parametrize(
+    ("role", "counts"),
+    [
+        ("conditional", [83_072, 148_608, 214_144, 377_984, 705_664]),
+        ("flat", [80_192, 145_728, 211_264, 375_104, 702_784]),
+    ],
+)
+def test_parameter_counts_of_the_paper(role, counts):
+    got = [
+        sum(p.numel() for p in BFCNN(NetworkSpec(role, 21, 64, rf)).parameters())
+        for rf in PAPER_RFS
+    ]
+    assert got == counts
+
+
+def test_lowpass_parameter_count():
+    net = BFCNN(NetworkSpec("lowpass", 20, 64, 41))
+    assert sum(p.numel() for p in net.parameters()) == 665_856
+
+
+@pytest.mark.parametrize(
+    ("depth", "rf"), [(21, r) for r in PAPER_RFS] + [(7, 5), (7, 9), (9, 11), (5, 11)]
+)
+def test_layout_gives_the_receptive_field(depth, rf):
+    layout = kernel_layout(depth, rf)
+    assert len(layout) == depth and layout[0] == layout[-1] == 3
+    assert receptive_field(layout) == rf
+
+
+@pytest.mark.parametrize(("role", "rf"), [("flat", 5), ("flat", 9), ("conditional", 9)])
+def test_measured_receptive_field(role, rf):
+    """The gradient of the centre output is non-zero exactly inside the square."""
+    spec = NetworkSpec(role, 7, 8, rf)
+    net = BFCNN(spec).double().eval()
+    n, c = 21, 10
+    x = torch.rand(
+        1,
+        3 if role == "conditional" else 1,
+        n,
+        n,
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    cond = (
+        torch.rand(1, 1, n, n, dtype=torch.float64) if role == "conditional" else None
+    )
+    net(x, cond=cond)[0, 0, c, c].backward()
+    support = x.grad.abs().sum(dim=(0, 1)) > 0
+    rows, cols = support.nonzero().unbind(1)
+    half = rf // 2
+    assert (rows.min(), rows.max()) == (c - half, c + half)
+    assert (cols.min(), cols.max()) == (c - half, c + half)
+
+
+@pytest.mark.parametrize("role", ["flat", "lowpass", "conditional"])
+def test_bias_free_means_homogeneous(role):
+    spec = NetworkSpec(role, 6, 16, 9)
+    net = BFCNN(spec).double()
+    net.train()
+    for _ in range(3):  # move the running statistics away from their start
+        net(
+            torch.rand(
+                4, 3 if role == "conditional" else 1, 12, 12, dtype=torch.float64
+            ),
+            cond=torch.rand(4, 1, 12, 12, dtype=torch.float64)
+            if role == "conditional"
+            else None,
+        )
+    net.eval()
+    x = torch.randn(2, 3 if role == "conditional" else 1, 12, 12, dtype=torch.float64)
+    cond = (
+        torch.randn(2, 1, 12, 12, dtype=torch.float64)
+        if role == "conditional"
+        else None
+    )
+    a = 3.7
+    scaled = net(a * x, cond=None if cond is None else a * cond)
+    torch.testing.assert_close(scaled, a * net(x, cond=cond), rtol=1e-10, atol=1e-12)
+    assert not any(n.endswith("bias") for n, _ in net.named_parameters())
+
+
+def test_interface_and_denoise_helper():
+    net = BFCNN(NetworkSpec("conditional", 4, 8, 5)).eval()
+    noisy, cond = torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
+    out = denoise(net, noisy, cond)
+    torch.testing.assert_close(out, noisy - net(noisy, cond=cond))
+    with pytest.raises(ValueError, match="needs `cond`"):
+        net(noisy)
+    with pytest.raises(ValueError, match="takes no `cond`"):
+        BFCNN(NetworkSpec("flat", 4, 8, 5))(torch.rand(1, 1, 8, 8), cond=cond)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    net = BFCNN(NetworkSpec("flat", 5, 8, 7)).eval()
+    save_model(tmp_path / "m.pt", net, step=12)
+    back = load_model(tmp_path / "m.pt")
+    x = torch.rand(1, 1, 10, 10)
+    torch.testing.assert_close(back(x), net(x))
+    assert back.spec == net.spec
+
+
+def test_load_refuses_foreign_files(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a model file"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_bad_specs_are_named():
+    with pytest.raises(ValueError, match="unknown role"):
+        NetworkSpec("global")
+    with pytest.raises(ValueError, match="largest field"):
+        NetworkSpec("flat", depth=5, width=8, rf=13)
+    with pytest.raises(ValueError, match="odd"):
+        NetworkSpec("flat", depth=5, width=8, rf=6)

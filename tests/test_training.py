@@ -1,0 +1,223 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from msprior import training
+from msprior.config import TrainConfig
+from msprior.io import load_torch
+from msprior.networks import NetworkSpec, load_model
+from msprior.training import (
+    NonFiniteLossError,
+    Task,
+    TrainingInterrupted,
+    load_arrays,
+    train,
+    training_sigmas,
+)
+
+SMALL = TrainConfig(
+    batch_size=8,
+    max_steps=12,
+    checkpoint_every=4,
+    validate_every=4,
+    valid_images=4,
+    valid_sigmas_255=(20.0,),
+    progress=False,
+)
+COND = Task(NetworkSpec("conditional", 4, 8, 5), level=1)
+
+
+def run(task, data, out, cfg=SMALL, seed=0):
+    path = data["faces"] if task.spec.role == "flat" else data["wavelets"]
+    return train(
+        task,
+        cfg,
+        train_path=path,
+        valid_path=path,
+        out_model=out / "model.pt",
+        checkpoint=out / "ckpt.pt",
+        metrics=out / "metrics.jsonl",
+        seed=seed,
+        device="cpu",
+    )
+
+
+def state(path):
+    return load_torch(path)["state_dict"]
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_noise_levels_follow_the_recipe():
+    s = training_sigmas(100_000, torch.Generator().manual_seed(0))
+    k = torch.round(s.sqrt() * 255)
+    assert k.min() == 0 and k.max() == 254
+    torch.testing.assert_close(s, (k / 255) ** 2)
+    assert abs(k.float().mean().item() - 127) < 1
+
+
+@pytest.mark.parametrize(
+    ("role", "level", "channels"),
+    [("conditional", 1, 3), ("lowpass", 2, 1), ("flat", 0, 1)],
+)
+def test_each_role_reads_only_its_arrays(embedded_data, role, level, channels):
+    task = Task(NetworkSpec(role, 4, 8, 5), level)
+    path = embedded_data["faces" if role == "flat" else "wavelets"]
+    data = load_arrays(task, path, "train")
+    target, cond = data.batch(np.array([3, 0, 1]))
+    side = 16 // 2**level
+    assert target.shape == (3, channels, side, side)
+    assert (cond is None) == (role != "conditional")
+    first, _ = data.batch(np.array([0]))
+    torch.testing.assert_close(target[1], first[0])  # the order of idx is kept
+
+
+def test_a_few_steps_lower_the_loss_on_real_faces(embedded_data, tmp_path):
+    cfg = TrainConfig(
+        batch_size=16,
+        max_steps=60,
+        checkpoint_every=60,
+        validate_every=20,
+        valid_images=8,
+        valid_sigmas_255=(50.0,),
+        progress=False,
+    )
+    task = Task(NetworkSpec("flat", 5, 16, 7), 0)
+    run(task, embedded_data, tmp_path, cfg)
+    rows = [
+        json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [20, 40, 60]
+    # the validation PSNR at sigma 50/255 rises above the noisy input's (about 14 dB)
+    assert rows[-1]["valid_psnr_50"] > rows[0]["valid_psnr_50"]
+    assert rows[-1]["valid_psnr_50"] > 16
+    assert load_model(tmp_path / "model.pt").spec == task.spec
+
+
+def test_resume_after_sigterm_is_bit_identical(embedded_data, tmp_path, monkeypatch):
+    run(COND, embedded_data, tmp_path / "whole")
+    original = training.make_batch
+
+    def make_batch_then_term(task, data, cfg, seed, step):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(task, data, cfg, seed, step)
+
+    monkeypatch.setattr(training, "make_batch", make_batch_then_term)
+    with pytest.raises(TrainingInterrupted, match="step 7"):
+        run(COND, embedded_data, tmp_path / "cut")
+    assert load_torch(tmp_path / "cut" / "ckpt.pt")["step"] == 7
+    assert not (tmp_path / "cut" / "model.pt").exists()
+    monkeypatch.setattr(training, "make_batch", original)
+    run(COND, embedded_data, tmp_path / "cut")
+    assert_same_state(
+        state(tmp_path / "whole" / "model.pt"), state(tmp_path / "cut" / "model.pt")
+    )
+    whole = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    cut = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["loss"] for r in whole] == [
+        json.loads(r)["loss"] for r in cut
+    ]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_identical(embedded_data, tmp_path):
+    cfg = TrainConfig(
+        batch_size=8,
+        max_steps=400,
+        checkpoint_every=2,
+        validate_every=50,
+        valid_images=4,
+        valid_sigmas_255=(20.0,),
+        progress=False,
+    )
+    run(COND, embedded_data, tmp_path / "whole", cfg)
+    out = tmp_path / "cut"
+    out.mkdir()
+    code = (
+        "import sys, pathlib; from msprior.training import train, Task; "
+        "from msprior.networks import NetworkSpec\n"
+        "from msprior.config import TrainConfig\n"
+        f"cfg = TrainConfig(**{cfg.__dict__!r})\n"
+        "p = sys.argv[1]; o = pathlib.Path(sys.argv[2])\n"
+        "train(Task(NetworkSpec('conditional', 4, 8, 5), 1), cfg, train_path=p, "
+        "valid_path=p, out_model=o / 'model.pt', checkpoint=o / 'ckpt.pt', "
+        "metrics=o / 'metrics.jsonl', seed=0, device='cpu')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(embedded_data["wavelets"]), str(out)]
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "ckpt.pt").exists() and load_torch(out / "ckpt.pt")["step"] >= 10:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (out / "model.pt").exists(), "the job finished before it could be killed"
+    train(
+        COND,
+        cfg,
+        train_path=embedded_data["wavelets"],
+        valid_path=embedded_data["wavelets"],
+        out_model=out / "model.pt",
+        checkpoint=out / "ckpt.pt",
+        metrics=out / "metrics.jsonl",
+        seed=0,
+        device="cpu",
+    )
+    assert_same_state(state(tmp_path / "whole" / "model.pt"), state(out / "model.pt"))
+
+
+def test_different_seeds_differ(embedded_data, tmp_path):
+    run(COND, embedded_data, tmp_path / "a", seed=0)
+    run(COND, embedded_data, tmp_path / "b", seed=1)
+    a, b = state(tmp_path / "a" / "model.pt"), state(tmp_path / "b" / "model.pt")
+    assert not torch.equal(a["conv_layers.0.weight"], b["conv_layers.0.weight"])
+
+
+def test_non_finite_loss_stops_naming_the_step(embedded_data, tmp_path, monkeypatch):
+    original = training.loss_fn
+    calls = {"n": 0}
+
+    def nan_at_step_5(estimate, noise):
+        calls["n"] += 1
+        loss = original(estimate, noise)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(training, "loss_fn", nan_at_step_5)
+    with pytest.raises(NonFiniteLossError, match="at step 5"):
+        run(COND, embedded_data, tmp_path)
+    assert load_torch(tmp_path / "ckpt.pt")["step"] == 4  # the last good one is kept
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_checkpoint_of_another_network_is_refused(embedded_data, tmp_path):
+    run(COND, embedded_data, tmp_path)
+    other = Task(NetworkSpec("conditional", 4, 8, 7), level=1)
+    with pytest.raises(ValueError, match="belongs to another network"):
+        run(other, embedded_data, tmp_path)
+
+
+def _read(path):
+    task = Task(NetworkSpec("conditional", 4, 8, 5), 1)
+    return float(load_arrays(task, path, "train").batch(np.arange(4))[0].sum())
+
+
+def test_concurrent_readers(embedded_data, monkeypatch):
+    monkeypatch.delenv("HDF5_USE_FILE_LOCKING", raising=False)
+    with ProcessPoolExecutor(4) as pool:
+        sums = list(pool.map(_read, [embedded_data["wavelets"]] * 8))
+    assert len(set(sums)) == 1
