@@ -47,4 +47,5 @@ rule all:
         rules.super_resolve.output,
         rules.inpaint.output,
         training_curves(),
+        reference_tables(),
     default_target: True

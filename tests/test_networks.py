@@ -128,3 +128,25 @@ def test_bad_specs_are_named():
         NetworkSpec("flat", depth=5, width=8, rf=13)
     with pytest.raises(ValueError, match="odd"):
         NetworkSpec("flat", depth=5, width=8, rf=6)
+
+
+@pytest.mark.parametrize("role", ["flat", "conditional"])
+def test_folded_batch_norm_computes_the_same_function(role):
+    spec = NetworkSpec(role, 6, 16, 9)
+    net = BFCNN(spec).double()
+    cin = 3 if role == "conditional" else 1
+    cond = (
+        torch.rand(8, 1, 12, 12, dtype=torch.float64) if role == "conditional" else None
+    )
+    for _ in range(3):
+        net(torch.randn(8, cin, 12, 12, dtype=torch.float64), cond=cond)
+    with torch.no_grad():
+        for bn in net.BN_layers:
+            bn.gammas.uniform_(0.5, 2.0)
+    net.eval()
+    x = torch.randn(8, cin, 12, 12, dtype=torch.float64)
+    before = net(x, cond=cond)
+    net.fold_batch_norm_()
+    torch.testing.assert_close(net(x, cond=cond), before, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="cannot be trained"):
+        net.train()

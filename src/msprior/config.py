@@ -81,7 +81,10 @@ class NetworksConfig:
     """Architecture of every network, or where to take published ones from."""
 
     source: str = "trained"  # trained | published
-    published_dir: str | None = None  # a folder laid out like the authors' release
+    # A folder laid out like the authors' release; files missing there are downloaded
+    # into it from published_url (the pinned commit), each checked against its sha256.
+    published_dir: str = "data/published-denoisers"
+    published_url: str | None = None  # default: msprior.published.DEFAULT_BASE_URL
     published_setting: str = "celebA_160x160_gray"
     depth: int = 21
     width: int = 64
@@ -138,6 +141,10 @@ class EvaluateConfig:
     sigmas_255: tuple[float, ...] = tuple(10 ** (0.5 + 2.3 * i / 9) for i in range(10))
     batch_size: int = 25
     examples_sigma_255: float | None = None  # default: the highest sigma
+    flat_rfs: tuple[int, ...] | None = None  # in the table; default: all
+    multiscale_rfs: tuple[int, ...] | None = None  # in the table; default: all
+    # published networks only: sigmas of the comparison with reference_psnr.json
+    reference_sigmas_255: tuple[float, ...] = (20.0, 100.0, 260.0)
 
     def __post_init__(self):
         if self.n_images < 1:
@@ -193,6 +200,13 @@ class Config:
             "mps",
         } and not self.device.startswith("cuda:"):
             raise ValueError(f"device: unknown device {self.device!r}")
+        for key in ("flat_rfs", "multiscale_rfs"):
+            chosen = getattr(self.evaluate, key) or ()
+            extra = sorted(set(chosen) - set(self.networks.receptive_fields))
+            if extra:
+                raise ValueError(
+                    f"evaluate.{key} {extra} not among networks.receptive_fields"
+                )
         if (
             self.sample.rf is not None
             and self.sample.rf not in self.networks.receptive_fields
@@ -256,8 +270,47 @@ def _build(cls, values: dict, prefix: str):
 
 
 def from_dict(values: dict) -> Config:
-    """Build the typed config from the workflow's nested dict; reject unknown keys."""
-    return _build(Config, dict(values), "")
+    """Build the typed config from the workflow's nested dict; reject unknown keys.
+
+    With ``networks.source: published``, also refuse any setting that contradicts
+    what the published weights expect (:func:`msprior.published.check_conventions`).
+    """
+    cfg = _build(Config, dict(values), "")
+    if cfg.networks.source == "published":
+        _check_published(cfg)
+    return cfg
+
+
+def _check_published(cfg: Config) -> None:
+    from msprior.published import CONVENTIONS, check_conventions
+
+    nets = cfg.networks
+    check_conventions(
+        nets.published_setting,
+        size=cfg.data.size,
+        levels=cfg.wavelet.levels,
+        wavelet=cfg.wavelet.name,
+        crop=cfg.data.crop,
+        depth=nets.depth,
+        width=nets.width,
+        lowpass_depth=nets.lowpass_depth,
+    )
+    released = CONVENTIONS[nets.published_setting]["receptive_fields"]
+    missing = sorted(set(nets.receptive_fields) - set(released))
+    if missing:
+        raise ValueError(
+            f"networks.receptive_fields {missing} were not published for "
+            f"{nets.published_setting} (released: {list(released)})"
+        )
+    if nets.lowpass_field != 41:
+        raise ValueError(
+            "networks.lowpass_rf must be 41 (or null) for published networks"
+        )
+    if nets.flat and nets.published_setting != "celebA_160x160_gray":
+        raise ValueError(
+            f"no flat networks were published for {nets.published_setting}; "
+            "set networks.flat: false"
+        )
 
 
 def to_dict(config: Config) -> dict:

@@ -153,9 +153,9 @@ def load_multiscale(
     from msprior.networks import load_model
 
     return MultiScaleModel(
-        lowpass=load_model(lowpass_path, map_location=device).to(device),
+        lowpass=load_model(lowpass_path, map_location=device, fold=True).to(device),
         conditionals={
-            j: load_model(p, map_location=device).to(device)
+            j: load_model(p, map_location=device, fold=True).to(device)
             for j, p in conditional_paths.items()
         },
         wavelet=wavelet,

@@ -158,6 +158,7 @@ class BFCNN(nn.Module):
         self.BN_layers = nn.ModuleList(
             BiasFreeBatchNorm(spec.width) for _ in layout[1:-1]
         )
+        self.folded = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -193,8 +194,35 @@ class BFCNN(nn.Module):
             )
         x = torch.relu(self.conv_layers[0](x))
         for conv, bn in zip(self.conv_layers[1:-1], self.BN_layers, strict=True):
-            x = torch.relu(bn(conv(x)))
+            x = conv(x) if self.folded else bn(conv(x))
+            x = torch.relu(x)
         return self.conv_layers[-1](x)
+
+    @torch.no_grad()
+    def fold_batch_norm_(self) -> BFCNN:
+        """Fold the evaluation-mode batch norm into the convolutions, in place.
+
+        In evaluation a batch norm is a fixed per-channel scale, ``gammas /
+        running_sd``, which the convolution before it can absorb. The network then
+        computes the same function in fewer passes over memory (2-3 times faster on
+        a CPU for the 1 x 1 layers). It can no longer be trained or saved.
+        """
+        if self.folded:
+            return self
+        for conv, bn in zip(self.conv_layers[1:-1], self.BN_layers, strict=True):
+            conv.weight.mul_((bn.gammas / bn.running_sd).reshape(-1, 1, 1, 1))
+        self.folded = True
+        return self.eval()
+
+    def train(self, mode: bool = True) -> BFCNN:
+        if mode and getattr(self, "folded", False):
+            raise RuntimeError("a network with folded batch norm cannot be trained")
+        return super().train(mode)
+
+    def state_dict(self, *args, **kwargs):
+        if getattr(self, "folded", False):
+            raise RuntimeError("a network with folded batch norm cannot be saved")
+        return super().state_dict(*args, **kwargs)
 
 
 def build_network(spec: NetworkSpec) -> BFCNN:
@@ -226,8 +254,12 @@ def save_model(path, network: BFCNN, *, step: int, extra: dict | None = None) ->
     )
 
 
-def load_model(path, map_location="cpu") -> BFCNN:
-    """Rebuild a network written by :func:`save_model`, in evaluation mode."""
+def load_model(path, map_location="cpu", *, fold: bool = False) -> BFCNN:
+    """Rebuild a network written by :func:`save_model`, in evaluation mode.
+
+    With ``fold``, the batch norm is folded into the convolutions for fast inference
+    (:meth:`BFCNN.fold_batch_norm_`).
+    """
     from msprior.io import load_torch
 
     blob = load_torch(path, map_location=map_location)
@@ -235,4 +267,5 @@ def load_model(path, map_location="cpu") -> BFCNN:
         raise ValueError(f"{path} is not a model file written by msprior (no spec)")
     network = BFCNN(NetworkSpec(**blob["spec"]))
     network.load_state_dict(blob["state_dict"])
-    return network.eval()
+    network.eval()
+    return network.fold_batch_norm_() if fold else network

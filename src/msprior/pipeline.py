@@ -36,6 +36,8 @@ __all__ = [
     "run_synthesis",
     "run_superres",
     "run_inpainting",
+    "run_reference_comparison",
+    "import_network",
     "setup_logging",
 ]
 
@@ -137,7 +139,8 @@ def _plain(cfg: Config) -> dict:
 
 def _load_models(paths: Mapping[str, str], device) -> dict:
     return {
-        name: load_model(p, map_location=device).to(device) for name, p in paths.items()
+        name: load_model(p, map_location=device, fold=True).to(device)
+        for name, p in paths.items()
     }
 
 
@@ -177,11 +180,12 @@ def run_evaluation(
     nets = _load_models(models, device)
     clean = _test_images(cfg, faces, cfg.evaluate.n_images)
     denoisers = {}
-    for rf in cfg.networks.receptive_fields:
+    ev, rfs = cfg.evaluate, cfg.networks.receptive_fields
+    for rf in ev.flat_rfs or rfs:
         if f"flat_rf{rf}" in nets:
             net = nets[f"flat_rf{rf}"]
             denoisers[f"flat_rf{rf}"] = (rf, lambda y, net=net: denoise(net, y))
-    for rf in cfg.networks.receptive_fields:
+    for rf in ev.multiscale_rfs or rfs:
         ms = _multiscale(cfg, nets, rf)
         denoisers[f"multiscale_rf{rf}"] = (rf, ms.denoise)
     ms = _multiscale(cfg, nets, cfg.sample_rf)
@@ -203,7 +207,7 @@ def run_evaluation(
     shown = clean[:4]
     noisy = noisy_images(shown, s / 255, cfg.seed, 10_000).to(device)
     columns = {"noisy": noisy}
-    flat = [rf for rf in cfg.networks.receptive_fields if f"flat_rf{rf}" in nets]
+    flat = [rf for rf in ev.flat_rfs or rfs if f"flat_rf{rf}" in nets]
     if flat:
         columns[f"flat RF {max(flat)}"] = denoise(nets[f"flat_rf{max(flat)}"], noisy)
     columns[f"multi-scale RF {cfg.sample_rf}"] = ms.denoise(noisy)
@@ -393,3 +397,110 @@ def run_inpainting(cfg: Config, *, faces, models: Mapping[str, str], panel) -> N
         *panel,
         title=f"inpainting, centre {n // 2}px missing ({cfg.run})",
     )
+
+
+# --------------------------------------------------------------------------- published
+
+
+def import_network(cfg: Config, name: str, out_path) -> None:
+    """Take network ``name`` from the authors' release instead of training it.
+
+    The file is looked for in ``networks.published_dir``; when absent there, it is
+    downloaded into it (from ``networks.published_url``, by default the pinned commit
+    of the authors' repository). Either way its sha256 is checked.
+    """
+    from msprior import published
+
+    task = task_for(cfg, name)
+    nets = cfg.networks
+    level = task.level if task.spec.role != "flat" else None
+    release = published.find_published(
+        nets.published_setting,
+        task.spec.role,
+        rf=None if name == "lowpass" else task.spec.rf,
+        level=level,
+    )
+    if release.spec != task.spec:
+        raise ValueError(
+            f"{name}: the config builds {task.spec}, the release holds {release.spec}"
+        )
+    try:
+        files = published.locate_published(nets.published_dir, [release])
+    except FileNotFoundError:
+        log.info("%s not in %s: downloading it", release.relpath, nets.published_dir)
+        files = published.fetch_published(
+            nets.published_dir,
+            [release],
+            base_url=nets.published_url or published.DEFAULT_BASE_URL,
+        )
+    published.import_published(
+        files[release.relpath], task.spec, out_path, relpath=release.relpath
+    )
+
+
+def reference_psnr() -> dict:
+    """The PSNRs that the published networks reach, per release folder and sigma."""
+    from importlib.resources import files
+
+    text = files("msprior").joinpath("published_reference_psnr.json").read_text()
+    return json.loads(text)
+
+
+def run_reference_comparison(
+    cfg: Config, *, faces, models: Mapping[str, str], table_csv, table_md
+) -> None:
+    """Our PSNR of each published flat and low-pass network against the reference.
+
+    Flat networks: PSNR of the whole denoised image. Low-pass network: PSNR of the
+    denoised coarsest low-pass, with white noise of std ``sigma`` added to it
+    directly, as in the release's ``reference_psnr.json``.
+    """
+    import pandas as pd
+
+    device = select_device(cfg.device)
+    reference = reference_psnr()
+    clean = _test_images(cfg, faces, cfg.evaluate.n_images)
+    low, _ = wavedec(clean, cfg.wavelet.levels, cfg.wavelet.name)
+    rows = []
+    for name, path in models.items():
+        if not (name.startswith("flat_") or name == "lowpass"):
+            continue
+        folder = _release_folder(path)
+        net = load_model(path, map_location=device, fold=True).to(device)
+        target = clean if name != "lowpass" else low
+        table = denoising_table(
+            {name: (task_for(cfg, name).spec.rf, lambda y, net=net: denoise(net, y))},
+            target,
+            cfg.evaluate.reference_sigmas_255,
+            seed=cfg.seed,
+            batch_size=cfg.evaluate.batch_size,
+            device=device,
+        )
+        for row in table.itertuples():
+            ref = reference.get(folder, {}).get(f"{row.sigma_255:g}")
+            rows.append(
+                {
+                    "model": name,
+                    "release": folder,
+                    "sigma_255": row.sigma_255,
+                    "psnr_in": row.psnr_in,
+                    "psnr_ours": row.psnr_out,
+                    "psnr_reference": ref,
+                    "difference_db": None if ref is None else row.psnr_out - ref,
+                    "n_images": row.n_images,
+                }
+            )
+    out = pd.DataFrame(rows)
+    with atomic_path(table_csv) as tmp:
+        out.to_csv(tmp, index=False)
+    with atomic_path(table_md) as tmp:
+        tmp.write_text(out.to_markdown(index=False, floatfmt=".2f") + "\n")
+
+
+def _release_folder(path) -> str:
+    from msprior.io import load_torch
+
+    extra = load_torch(path).get("extra", {})
+    if extra.get("source") != "published":
+        raise ValueError(f"{path} is not a published network")
+    return extra["relpath"].rsplit("/", 1)[0]

@@ -42,3 +42,9 @@ def light(key):
 def heavy(key):
     return CFG.resources.get("train", {}).get(key, {"threads": 1, "mem_mb": 4000,
                                                     "runtime": 60}[key])
+
+
+def reference_tables():
+    if CFG.networks.source != "published":
+        return []
+    return [f"{RUN}/tables/reference_comparison.csv"]

@@ -38,3 +38,29 @@ rule evaluate_denoising:
         runtime=lambda wc: light("runtime"),
     script:
         "../scripts/evaluate.py"
+
+
+rule reference_comparison:
+    input:
+        faces=FACES,
+        models=list(all_models().values()),
+    output:
+        csv=report(
+            f"{RUN}/tables/reference_comparison.csv",
+            caption="../report/reference_comparison.rst",
+            category="Published networks",
+        ),
+        md=f"{RUN}/tables/reference_comparison.md",
+    params:
+        names=list(all_models()),
+        settings=config["evaluate"],
+    log:
+        f"{RUN}/logs/reference_comparison.log",
+    benchmark:
+        f"{RUN}/benchmarks/reference_comparison.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc: light("mem_mb"),
+        runtime=lambda wc: light("runtime"),
+    script:
+        "../scripts/reference_comparison.py"

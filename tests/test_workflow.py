@@ -1,0 +1,134 @@
+"""The whole workflow on the embedded faces, shrunk to run in a minute or two."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "run": "tiny",
+    "data": {"size": 16},
+    "networks": {
+        "depth": 4,
+        "width": 8,
+        "lowpass_depth": 4,
+        "receptive_fields": [5, 7],
+    },
+    "train": {
+        "max_steps": 20,
+        "batch_size": 16,
+        "checkpoint_every": 10,
+        "validate_every": 10,
+        "valid_images": 4,
+        "progress": False,
+        "patch_size": None,
+    },
+    "evaluate": {"n_images": 4, "sigmas_255": [10, 100]},
+    "sample": {
+        "rf": 5,
+        "n_samples": 3,
+        "batch_size": 2,
+        "max_steps": 40,
+        "superres_images": 2,
+        "superres_per_image": 2,
+        "inpaint_images": 2,
+        "sigma_min": 0.3,
+    },
+}
+
+FIGURES = [
+    "denoising_curves",
+    "denoising_examples",
+    "samples",
+    "samples_flat",
+    "sampling_traces",
+    "superres",
+    "inpainting",
+]
+
+
+def snakemake(*args, cwd=REPO):
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workflow")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY | {"results": str(root / "results")}))
+    done = snakemake("all", "--configfile", config)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return root, config, root / "results" / "tiny"
+
+
+@pytest.mark.slow
+def test_every_figure_and_table_is_drawn(tiny_run):
+    _, _, run = tiny_run
+    for name in FIGURES:
+        for suffix in (".png", ".pdf"):
+            assert (run / "figures" / f"{name}{suffix}").stat().st_size > 1000, name
+    table = pd.read_csv(run / "tables" / "denoising.csv")
+    assert list(table.columns) == [
+        "model",
+        "rf",
+        "sigma_255",
+        "psnr_in",
+        "psnr_out",
+        "n_images",
+    ]
+    assert set(table["model"]) == {
+        "flat_rf5",
+        "flat_rf7",
+        "multiscale_rf5",
+        "multiscale_rf7",
+        "lowpass_only",
+    }
+    assert len(table) == 5 * 2 and (table["n_images"] == 4).all()
+    assert "|" in (run / "tables" / "denoising.md").read_text()
+    assert "\\begin{tabular}" in (run / "tables" / "denoising.tex").read_text()
+    for name in ["lowpass", "conditional_j1_rf5", "conditional_j2_rf7", "flat_rf7"]:
+        assert (run / "models" / name / "model.pt").exists()
+        assert (run / "models" / name / "metrics.jsonl").read_text().count("\n") == 2
+    assert (run / "logs" / "train_lowpass.log").stat().st_size > 0
+    assert (run / "benchmarks" / "synthesize.tsv").exists()
+
+
+@pytest.mark.slow
+def test_a_rerun_recomputes_nothing(tiny_run):
+    _, config, _ = tiny_run
+    again = snakemake("all", "--configfile", config, "--dry-run")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_report_holds_every_figure(tiny_run):
+    root, config, _ = tiny_run
+    report = root / "report.html"
+    done = snakemake("--configfile", config, "--report", report)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert report.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"wavelet": {"levls": 3}}, "levls"),
+        ({"train": {"batch_size": "big"}}, "batch_size"),
+        ({"data": {"size": 30}}, "not divisible"),
+        ({"sample": {"rf": 11}}, "sample.rf"),
+    ],
+)
+def test_a_bad_config_stops_before_any_job_naming_the_key(tmp_path, override, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(override | {"results": str(tmp_path)}))
+    done = snakemake("all", "--configfile", config, "--dry-run")
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr
+    assert not any(tmp_path.rglob("*.h5"))
