@@ -52,8 +52,9 @@ SMALL_RUN = {
         "inpaint_images": 1,
     },
 }
-# The SIGTERM test trains the low-pass network alone, long enough to be caught.
-LONG_STEPS = 300
+# The SIGTERM test trains the low-pass network alone, long enough (about 30 s on a
+# busy 2-core machine) to be caught between its first logged step and its end.
+LONG_STEPS = 1000
 LONG_LOWPASS = {"train": {"max_steps": LONG_STEPS, "validate_every": 10}}
 SNAKEMAKE_TIMEOUT_S = 900
 
