@@ -107,7 +107,8 @@ wait_for_idle_node() {
         ((i % 10 == 0)) && log "waiting for node $NODE_NAME (state: ${state:-none})"
         sleep 0.5
     done
-    die "node $NODE_NAME not idle after 60 s (state: ${state:-none}); see $MSPRIOR_SLURM_LOG_DIR"
+    die "node $NODE_NAME not idle after 60 s (state: ${state:-none});" \
+        "see $MSPRIOR_SLURM_LOG_DIR"
 }
 
 install_packages
