@@ -36,6 +36,7 @@ from msprior.published import (
     locate_published,
     published_models,
 )
+from msprior.wavelets import wavedec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXTURE = Path(__file__).resolve().parent / "data" / "published_outputs.npz"
@@ -436,22 +437,23 @@ def test_import_published_refuses_a_spec_other_than_the_registrys(
 # --- measured PSNR on real faces ----------------------------------------------------
 
 
-def _celeba_test_faces(n: int) -> torch.Tensor:
-    """First ``n`` test images by name: grey = mean RGB, rows 29:189, cols 9:169."""
+@pytest.fixture(scope="module")
+def celeba_faces() -> torch.Tensor:
+    """First 100 test images by name: grey = mean RGB, rows 29:189, cols 9:169."""
     from PIL import Image
 
     folder = SHARED / "celeba-subset"
     if not folder.is_dir():
         pytest.skip(f"the CelebA subset is not at {folder}")
     split = (folder / "list_eval_partition.txt").read_text().split("\n")
-    names = sorted(ln.split()[0] for ln in split if ln.endswith(" 2"))[:n]
+    names = sorted(ln.split()[0] for ln in split if ln.endswith(" 2"))[:100]
     faces = []
     with zipfile.ZipFile(folder / "img_align_celeba.zip") as zf:
         for name in names:
             with Image.open(io.BytesIO(zf.read(f"img_align_celeba/{name}"))) as im:
                 rgb = np.asarray(im.convert("RGB"), dtype=np.float64)
             faces.append(rgb.mean(axis=-1)[29:189, 9:169] / 255)
-    return torch.from_numpy(np.stack(faces)).float()[:, None]  # (n, 1, 160, 160)
+    return torch.from_numpy(np.stack(faces)).float()[:, None]  # (100, 1, 160, 160)
 
 
 def _mean_denoised_psnr(network, clean: torch.Tensor, sigma: float) -> float:
@@ -465,17 +467,37 @@ def _mean_denoised_psnr(network, clean: torch.Tensor, sigma: float) -> float:
     return psnr(denoised, clean, data_range=1.0).mean().item()
 
 
+def _reference(published_dir: Path, model: PublishedModel) -> dict[str, float]:
+    text = (published_dir / "reference_psnr.json").read_text()
+    return json.loads(text)[model.folder]
+
+
 @needs_linear_first_layer
 @pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.parametrize("rf", [5, 43])
-def test_flat_networks_reproduce_the_reference_psnr(published_dir, rf):
-    reference = json.loads((published_dir / "reference_psnr.json").read_text())
+def test_flat_networks_reproduce_the_reference_psnr(published_dir, celeba_faces, rf):
     model = find_published(SETTING, "flat", rf=rf)
     network = load_published(published_dir / model.relpath, model.spec)
-    clean = _celeba_test_faces(100)
-    assert clean.shape == (100, 1, 160, 160)
+    assert celeba_faces.shape == (100, 1, 160, 160)
     for sigma_255 in (20, 100):
-        got = _mean_denoised_psnr(network, clean, sigma_255 / 255)
-        want = reference[model.folder][str(sigma_255)]
+        got = _mean_denoised_psnr(network, celeba_faces, sigma_255 / 255)
+        want = _reference(published_dir, model)[str(sigma_255)]
         assert abs(got - want) < 0.3, (rf, sigma_255, got, want)
+
+
+@needs_linear_first_layer
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_lowpass_network_reproduces_the_reference_psnr(published_dir, celeba_faces):
+    # The release measured the low-pass on PyWavelets' orthonormal coefficients
+    # (4 x our local mean after two levels), noise of std sigma added to them, PSNR
+    # with peak 1. In our units: noise sigma / 4 (pixel noise), PSNR - 20 log10(4).
+    model = find_published(SETTING, "lowpass")
+    network = load_published(published_dir / model.relpath, model.spec)
+    low, _ = wavedec(celeba_faces, 2)  # (100, 1, 40, 40), local means
+    gain = CONVENTIONS[SETTING]["reference_lowpass_gain"]
+    for sigma_255 in (20, 100):
+        got = _mean_denoised_psnr(network, gain * low, sigma_255 / 255)
+        want = _reference(published_dir, model)[str(sigma_255)]
+        assert abs(got - want) < 0.3, (sigma_255, got, want)
