@@ -138,8 +138,8 @@ class BFCNN(nn.Module):
     """A stack of bias-free convolutions; ReLU and batch norm between middle layers.
 
     Layer ``i`` is a ``k_i x k_i`` convolution, ``k_i`` from :func:`kernel_layout`.
-    The first convolution is followed by a ReLU; every middle one by batch norm and
-    ReLU; the last is linear. Parameter names match the published networks
+    The first and last convolutions are linear (no ReLU after them); every middle one
+    is followed by batch norm and a ReLU. Parameter names match the published networks
     (``conv_layers.{i}.weight``, ``BN_layers.{i}.gammas``,
     ``BN_layers.{i}.running_sd``).
     """
@@ -192,7 +192,7 @@ class BFCNN(nn.Module):
                 f"{self.spec.role} network expects {self.spec.in_channels} input "
                 f"channels, got {x.shape[1]}"
             )
-        x = torch.relu(self.conv_layers[0](x))
+        x = self.conv_layers[0](x)  # linear, as in the paper: no ReLU after it
         for conv, bn in zip(self.conv_layers[1:-1], self.BN_layers, strict=True):
             x = conv(x) if self.folded else bn(conv(x))
             x = torch.relu(x)

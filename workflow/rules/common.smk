@@ -6,7 +6,16 @@ FACES = f"{RUN}/data/faces.h5"
 WAVELETS = f"{RUN}/data/wavelets.h5"
 
 
-localrules: all
+# Light jobs run on the submitting machine; only the training jobs go to a cluster.
+localrules:
+    all,
+    prepare_faces,
+    wavelet_coefficients,
+    evaluate_denoising,
+    reference_comparison,
+    synthesize,
+    super_resolve,
+    inpaint,
 
 
 def model_path(name):
