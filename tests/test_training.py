@@ -221,3 +221,14 @@ def test_concurrent_readers(embedded_data, monkeypatch):
     with ProcessPoolExecutor(4) as pool:
         sums = list(pool.map(_read, [embedded_data["wavelets"]] * 8))
     assert len(set(sums)) == 1
+
+
+def test_data_too_large_for_memory_is_read_per_batch(embedded_data, monkeypatch):
+    task = Task(NetworkSpec("conditional", 4, 8, 5), 1)
+    in_memory = load_arrays(task, embedded_data["wavelets"], "train")
+    monkeypatch.setattr(training, "IN_MEMORY_LIMIT", 0)
+    on_disk = load_arrays(task, embedded_data["wavelets"], "train")
+    assert not isinstance(on_disk.target, np.ndarray)  # an HDF5 dataset, read lazily
+    idx = np.array([7, 2, 5])
+    for a, b in zip(in_memory.batch(idx), on_disk.batch(idx), strict=True):
+        torch.testing.assert_close(a, b)
