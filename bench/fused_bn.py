@@ -59,7 +59,7 @@ def fused_forward(net: BFCNN, noisy: Tensor, cond: Tensor | None = None) -> Tens
     Updates the running estimates as the package's layer does.
     """
     x = noisy if cond is None else torch.cat([cond, noisy], dim=1)  # (B, C_in, H, W)
-    x = torch.relu(net.conv_layers[0](x))
+    x = net.conv_layers[0](x)  # linear, as in the package and the paper
     for conv, bn in zip(net.conv_layers[1:-1], net.BN_layers, strict=True):
         x, sd = BiasFreeBatchNormReLU.apply(conv(x), bn.gammas, bn.eps)
         with torch.no_grad():
