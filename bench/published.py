@@ -9,6 +9,7 @@ seconds per image.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from msprior.metrics import psnr
 from msprior.multiscale import MultiScaleModel, synthesize
 from msprior.networks import BFCNN, NetworkSpec, denoise
 from msprior.published import find_published, load_published, locate_published
-from msprior.sampling import SamplerSettings, generators_for
+from msprior.sampling import SamplerSettings, generators_for, step_size
 
 SETTING = "celebA_160x160_gray"
 
@@ -145,6 +146,24 @@ def denoising_figures(
     }
 
 
+def schedule_steps(ratio: float, settings: SamplerSettings) -> int:
+    """Updates the step schedule alone needs to divide sigma by ``ratio``.
+
+    With an ideal denoiser the noise left after update ``t`` is ``(1 - beta h_t)``
+    times the noise before it (:mod:`msprior.sampling`), so the count is the least
+    ``T`` with ``prod_{t <= T} (1 - beta h_t) <= 1 / ratio``; ``max_steps`` if never.
+    """
+    if ratio <= 1:
+        return 0
+    left, target = 0.0, math.log(ratio)
+    for t in range(1, settings.max_steps + 1):
+        h = step_size(t, settings.h0, settings.fixed_h)
+        left -= math.log1p(-settings.beta * h)
+        if left >= target:
+            return t
+    return settings.max_steps
+
+
 def sampling_figures(
     model: MultiScaleModel,
     lowpass_shape: tuple[int, int],
@@ -158,8 +177,10 @@ def sampling_figures(
     -------
     dict
         ``steps``: level -> steps of each sample (the coarsest low-pass under key
-        ``levels + 1``), ``reasons`` likewise, ``seconds_per_image``, and
-        ``detail_steps_range`` over the detail levels ``1 .. J``.
+        ``levels + 1``), ``reasons`` likewise, ``seconds_per_image``,
+        ``detail_steps_range`` over the detail levels ``1 .. J``, the first noise
+        estimate ``sigma_1`` of each sample and the :func:`schedule_steps` from it to
+        ``sigma_min``.
     """
     tick = time.perf_counter()
     images, traces = synthesize(
@@ -167,6 +188,11 @@ def sampling_figures(
     )
     seconds = time.perf_counter() - tick
     steps = {str(j): t.steps.tolist() for j, t in sorted(traces.items())}
+    sigma_1 = {str(j): t.sigma[0].tolist() for j, t in sorted(traces.items())}
+    ideal = {
+        j: [schedule_steps(s / settings.sigma_min, settings) for s in sigmas]
+        for j, sigmas in sigma_1.items()
+    }
     detail = [
         s for j, t in traces.items() if j <= model.levels for s in t.steps.tolist()
     ]
@@ -182,6 +208,8 @@ def sampling_figures(
         "steps": steps,
         "reasons": {str(j): t.reason for j, t in sorted(traces.items())},
         "detail_steps_range": [min(detail), max(detail)],
+        "sigma_1": {j: [round(v, 4) for v in s] for j, s in sigma_1.items()},
+        "schedule_steps": ideal,
         "seconds_per_image": round(seconds / n_images, 1),
         "finite": bool(torch.isfinite(images).all()),
     }

@@ -128,6 +128,17 @@ def test_sampling_figures_report_steps_per_scale():
     assert set(fig["steps"]) == {"1", "2", "3"}
     assert all(len(s) == 2 and max(s) <= 3 for s in fig["steps"].values())
     assert fig["size"] == [16, 16]
+    assert set(fig["schedule_steps"]) == set(fig["steps"])
+
+
+def test_schedule_steps_follow_the_step_size_rule():
+    settings = SamplerSettings(h0=0.01, beta=0.5, sigma_min=0.01)
+    assert published.schedule_steps(1.0, settings) == 0
+    assert published.schedule_steps(100.0, settings) == 47
+    slower = SamplerSettings(h0=0.01, beta=0.1, sigma_min=0.01)
+    assert published.schedule_steps(100.0, slower) > 100
+    capped = SamplerSettings(h0=0.01, beta=0.5, max_steps=10)
+    assert published.schedule_steps(1e9, capped) == 10
 
 
 def test_first_layer_probe_tells_linear_from_rectified(monkeypatch):
