@@ -117,17 +117,20 @@ def row_wavelets(sizes: Sizes, tmp: Path) -> Row:
     )
     row.details = {"transform": per_threads, "file_to_file": files}
     package = per_threads[f"t{before}"]["ratio_b256"]
-    best = max(
-        (fig[f"ratio_b{b}"], key, b)
-        for key, fig in per_threads.items()
-        for b in (256, 16)
-    )
     passive = per_threads.get(f"t{before}_passive")
-    row.figure = (
-        f"in memory {package}x as precompute runs it ({before} threads, batch 256); "
-        f"best {best[0]}x ({best[1][1:]} thread(s), batch {best[2]}); "
-        f"file to file {files['ratio']}x"
-    )
+    parts = [f"{package}x as precompute runs it ({before} threads, batch 256)"]
+    if before > 1:
+        one = per_threads["t1"]
+        parts.append(
+            f"1 thread {one['ratio_b256']}x (batch 256), {one['ratio_b16']}x (16)"
+        )
+    if passive:
+        parts.append(
+            f"{before} threads, OMP_WAIT_POLICY=PASSIVE {passive['ratio_b256']}x, "
+            f"{passive['ratio_b16']}x"
+        )
+    parts.append(f"file to file {files['ratio']}x")
+    row.figure = "in memory " + "; ".join(parts)
     row.meets = package >= 20
     row.bound = _wavelet_bound(per_threads, files, before, passive)
     return row
@@ -188,11 +191,13 @@ def row_training(sizes: Sizes, tmp: Path) -> Row:
     pkg, fused, nobn = (
         fig[t][k]["ratio"] for k in ("package", "fused", "no_batchnorm")
     )
-    others = [k for k in fig if k.startswith("t") and k != t]
-    one = f"; 1 thread {fig[others[0]]['package']['ratio']}" if others else ""
-    row.figure = (
-        f"{pkg} ({fig[t]['package']['gflops']} of {fig[t]['matmul_gflops']} GFLOP/s, "
-        f"{torch.get_num_threads()} threads{one})"
+    per = [k for k in fig if k.startswith("t") and k[1:].isdigit()]
+    row.figure = "; ".join(
+        f"{k[1:]} thread(s): {fig[k]['package']['ratio']} "
+        f"({fig[k]['package']['gflops']} of {fig[k]['matmul_gflops']} GFLOP/s), "
+        "fused batch norm "
+        f"{fig[k]['fused']['ratio']}, no batch norm {fig[k]['no_batchnorm']['ratio']}"
+        for k in per
     )
     row.meets = pkg >= 0.6
     shares = ", ".join(f"{p['op']} {p['share']:.0%}" for p in fig["profile_top"][:6])
@@ -343,7 +348,7 @@ def row_memory(sizes: Sizes, tmp: Path) -> Row:
     )
     row.meets = max(fig["growth"].values()) <= 1.10
     row.bound = (
-        "Peak resident memory of a fresh process per step (getrusage), interpreter and "
+        "Peak resident memory (VmHWM) of a fresh process per step, interpreter and "
         "torch included. Both steps work in blocks of 256 images: "
         f"prepare {b['prepare']['seconds']} s, wavelets {b['precompute']['seconds']} s "
         f"for {b['prepare']['images']:,} images."
