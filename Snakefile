@@ -10,15 +10,21 @@
 
 import os
 
+import yaml
 from snakemake.utils import min_version, validate
 
-from msprior.config import from_dict
+from msprior.config import from_dict, schema_error
 
 min_version("8.10")
 
 configfile: "config/config.yaml"
 
-validate(config, "workflow/schemas/config.schema.yaml")
+SCHEMA = "workflow/schemas/config.schema.yaml"
+try:
+    validate(config, SCHEMA)
+except WorkflowError:  # Snakemake's message prints the whole schema: say it in a line
+    with open(SCHEMA) as f:
+        raise WorkflowError(f"invalid config: {schema_error(config, yaml.safe_load(f))}") from None
 try:
     CFG = from_dict(config)
 except ValueError as err:

@@ -24,8 +24,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _seeded():
+    threads = torch.get_num_threads()
     torch.manual_seed(0)
     yield
+    torch.set_num_threads(threads)  # a test that trains with train.threads restores it
 
 
 @pytest.fixture(scope="session")

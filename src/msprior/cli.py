@@ -41,23 +41,18 @@ def _info(args) -> int:
 
 
 def _check_config(args) -> int:
-    import jsonschema
     import yaml
 
-    from msprior.config import from_dict
+    from msprior.config import from_dict, schema_error
 
     schema_path = REPO / "workflow" / "schemas" / "config.schema.yaml"
     config: dict = {}
     for path in [REPO / "config" / "config.yaml", *args.files]:
         config = _merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    if schema_path.exists():
-        schema = yaml.safe_load(schema_path.read_text())
-        try:
-            jsonschema.Draft202012Validator(schema).validate(config)
-        except jsonschema.ValidationError as err:
-            where = ".".join(map(str, err.absolute_path)) or "config"
-            print(f"invalid config at {where}: {err.message}", file=sys.stderr)
-            return 1
+    problem = schema_error(config, yaml.safe_load(schema_path.read_text()))
+    if problem:
+        print(f"invalid config: {problem}", file=sys.stderr)
+        return 1
     try:
         cfg = from_dict(config)
     except ValueError as err:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 __all__ = [
     "Config",
+    "schema_error",
     "DataConfig",
     "EvaluateConfig",
     "NetworksConfig",
@@ -115,7 +116,9 @@ class TrainConfig:
     lr: float = 1e-3
     epochs_base: int = 500  # epochs at scale j: epochs_base * 4**j (j = 0 finest)
     halve_every_base: int = 50  # learning rate halved every halve_every_base * 4**j
-    max_steps: int | None = None
+    max_steps: int | None = (
+        None  # at the finest scale; x 4**(j-1) at level j, as epochs
+    )
     patch_size: int | None = None  # random square crops of the training bands
     checkpoint_every: int = 500
     validate_every: int = 100
@@ -316,3 +319,24 @@ def _check_published(cfg: Config) -> None:
 def to_dict(config: Config) -> dict:
     """The resolved config, plain data, for provenance files."""
     return dataclasses.asdict(config)
+
+
+def schema_error(values: dict, schema: dict) -> str | None:
+    """The most relevant JSON-schema violation of ``values``, in one line, or None.
+
+    Names the offending key by its dotted path, e.g. ``train.btach_size``.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(values))
+    if error is None:
+        return None
+    where = ".".join(map(str, error.absolute_path))
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        return (
+            f"{error.message} in {where or 'the top level'}; known keys: "
+            f"{', '.join(known)}"
+        )
+    return f"{where or 'config'}: {error.message}"

@@ -171,5 +171,5 @@ def sigma_traces(
             title=f"{name} (steps {int(steps.min())}-{int(steps.max())})",
         )
     axes[0, 0].set_ylabel("sigma_t")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.03)
     save(fig, *paths)

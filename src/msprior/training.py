@@ -244,8 +244,8 @@ def _schedule(task: Task, cfg: TrainConfig, n: int) -> tuple[int, int]:
     per_epoch = math.ceil(n / cfg.batch_size)
     scale = 4**task.epoch_exponent
     total = cfg.epochs_base * scale * per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
+    if cfg.max_steps is not None:  # steps at the finest scale; 4x per coarser level,
+        total = min(total, cfg.max_steps * scale)  # as the recipe's epochs, same cost
     return total, max(cfg.halve_every_base * scale * per_epoch, 1)
 
 
