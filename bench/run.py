@@ -55,7 +55,7 @@ class Sizes:
     wavelet_file_images: int = 1024
     wavelet_repeats: int = 5
     train_images: int = 64
-    train_repeats: int = 2
+    train_repeats: int = 3
     denoise_images: int = 100
     denoise_sigmas: tuple[float, ...] = (20.0, 100.0)
     sample_images: int = 2
