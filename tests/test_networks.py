@@ -150,3 +150,34 @@ def test_folded_batch_norm_computes_the_same_function(role):
     torch.testing.assert_close(net(x, cond=cond), before, rtol=1e-10, atol=1e-12)
     with pytest.raises(RuntimeError, match="cannot be trained"):
         net.train()
+
+
+def test_training_mode_matches_the_unfused_batch_norm_in_value_and_gradient():
+    torch.manual_seed(3)
+    net = BFCNN(NetworkSpec("conditional", 5, 8, 7)).double().train()
+    with torch.no_grad():
+        for bn in net.BN_layers:
+            bn.gammas.uniform_(0.5, 2.0)
+    noisy = torch.randn(4, 3, 10, 10, dtype=torch.float64)
+    cond = torch.rand(4, 1, 10, 10, dtype=torch.float64)
+
+    def unfused(x):  # the layer-by-layer definition, batch norm then ReLU
+        x = net.conv_layers[0](torch.cat([cond, x], dim=1))
+        for conv, bn in zip(net.conv_layers[1:-1], net.BN_layers, strict=True):
+            z = conv(x)
+            sd = torch.sqrt(z.var(dim=(0, 2, 3), keepdim=True, unbiased=False) + bn.eps)
+            x = torch.relu(z / sd * bn.gammas)
+        return net.conv_layers[-1](x)
+
+    want = unfused(noisy)
+    grads_want = torch.autograd.grad(want.pow(2).sum(), list(net.parameters()))
+    running = [bn.running_sd.clone() for bn in net.BN_layers]
+    got = net(noisy, cond=cond)
+    grads_got = torch.autograd.grad(got.pow(2).sum(), list(net.parameters()))
+    torch.testing.assert_close(got, want)
+    for a, b in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, b)
+    assert all(
+        not torch.equal(bn.running_sd, r)
+        for bn, r in zip(net.BN_layers, running, strict=True)
+    )

@@ -134,6 +134,39 @@ class BiasFreeBatchNorm(nn.Module):
         return x / sd * self.gammas
 
 
+class _BatchNormReLU(torch.autograd.Function):
+    """``relu(x / sd * gammas)`` with batch statistics, in few passes over memory.
+
+    The training-mode path of :class:`BiasFreeBatchNorm` followed by the ReLU:
+    statistics in one pass (``batch_norm_update_stats``), one multiplication, the
+    ReLU in place, and a hand-written backward (1.5x faster training steps on a CPU,
+    ``bench/RESULTS.md``). Returns the output and ``sd`` (for the running estimate).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, gammas: Tensor, eps: float):
+        mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)  # (C,) each
+        sd = torch.sqrt(var + eps).view(1, -1, 1, 1)
+        mean = mean.view(1, -1, 1, 1)
+        scale = gammas / sd  # (1, C, 1, 1)
+        y = torch.relu_(x * scale)
+        ctx.save_for_backward(x, y, mean, sd, scale, gammas)
+        return y, sd
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, _grad_sd: Tensor):
+        x, y, mean, sd, scale, gammas = ctx.saved_tensors
+        grad_z = torch.ops.aten.threshold_backward(grad_y, y, 0.0)  # through the ReLU
+        count = x.numel() // x.shape[1]
+        gz_x = (grad_z * x).sum(dim=(0, 2, 3), keepdim=True)  # (1, C, 1, 1)
+        grad_gammas = gz_x / sd
+        grad_sd = -gz_x * gammas / sd**2
+        k = grad_sd / (count * sd)  # d sd / d x = (x - mean) / (count * sd)
+        grad_x = x * k
+        grad_x.addcmul_(grad_z, scale).sub_(mean * k)
+        return grad_x, grad_gammas, None
+
+
 class BFCNN(nn.Module):
     """A stack of bias-free convolutions; ReLU and batch norm between middle layers.
 
@@ -194,8 +227,13 @@ class BFCNN(nn.Module):
             )
         x = self.conv_layers[0](x)  # linear, as in the paper: no ReLU after it
         for conv, bn in zip(self.conv_layers[1:-1], self.BN_layers, strict=True):
-            x = conv(x) if self.folded else bn(conv(x))
-            x = torch.relu(x)
+            x = conv(x)
+            if self.training and x.dtype in (torch.float32, torch.float64):
+                x, sd = _BatchNormReLU.apply(x, bn.gammas, bn.eps)
+                with torch.no_grad():
+                    bn.running_sd.lerp_(sd, bn.momentum)
+            else:  # evaluation, folded, or reduced precision (autocast)
+                x = torch.relu(x if self.folded else bn(x))
         return self.conv_layers[-1](x)
 
     @torch.no_grad()
