@@ -6,11 +6,11 @@ import hashlib
 import http.server
 import logging
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback import serving
 
 from msprior.download import ChecksumError, DownloadError, download, file_digest
 
@@ -55,22 +55,14 @@ def server(tmp_path):
     """A server on a free port of 127.0.0.1, serving ``tmp_path / "www"``."""
     root = tmp_path / "www"
     root.mkdir()
-    srv = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    srv.root = root
-    srv.requests = []
-    srv.ignore_range = False
-    srv.content_type = "application/octet-stream"
-    srv.truncate_at = None
-    srv.bytes_sent = 0
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(_Handler) as srv:
+        srv.root = root
+        srv.requests = []
+        srv.ignore_range = False
+        srv.content_type = "application/octet-stream"
+        srv.truncate_at = None
+        srv.bytes_sent = 0
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

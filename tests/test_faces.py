@@ -6,7 +6,6 @@ import http.server
 import io
 import json
 import struct
-import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from loopback import serving
 from PIL import Image
 
 from msprior import faces
@@ -418,22 +418,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def official_server(monkeypatch):
     """A local server standing in for Google Drive; ``files``: name -> (body, type)."""
-    srv = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files = {}
-    url = f"http://127.0.0.1:{srv.server_address[1]}"
-    patched = {
-        key: faces._Official(o.name, o.md5, f"{url}/{o.name}")
-        for key, o in faces.CELEBA_FILES.items()
-    }
-    monkeypatch.setattr(faces, "CELEBA_FILES", patched)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(_Handler) as srv:
+        srv.files = {}
+        patched = {
+            key: faces._Official(o.name, o.md5, f"{srv.url}/{o.name}")
+            for key, o in faces.CELEBA_FILES.items()
+        }
+        monkeypatch.setattr(faces, "CELEBA_FILES", patched)
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 def _download_cfg(tmp_path) -> DataConfig:

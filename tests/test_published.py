@@ -11,7 +11,6 @@ import io
 import json
 import re
 import shutil
-import threading
 import zipfile
 from functools import partial
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from loopback import serving
 
 from msprior.download import ChecksumError, DownloadError
 from msprior.networks import BFCNN, NetworkSpec, load_model
@@ -252,16 +252,9 @@ def release_server(tmp_path, published_dir):
     (www / FLAT_RF9).parent.mkdir(parents=True)
     shutil.copyfile(published_dir / FLAT_RF5, www / FLAT_RF9)  # wrong checksum
     handler = partial(_QuietHandler, directory=str(tmp_path / "www"))
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    srv.requests = []
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield srv, f"http://127.0.0.1:{srv.server_address[1]}/denoisers"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
+    with serving(handler, http.server.ThreadingHTTPServer) as srv:
+        srv.requests = []
+        yield srv, f"{srv.url}/denoisers"
 
 
 @pytest.mark.shared_data

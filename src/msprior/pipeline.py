@@ -24,7 +24,13 @@ from msprior.evaluation import denoising_table, noisy_images, write_tables
 from msprior.io import atomic_path, open_h5_read, provenance, write_json
 from msprior.multiscale import MultiScaleModel, super_resolve, synthesize
 from msprior.networks import NetworkSpec, denoise, load_model
-from msprior.sampling import Constraint, SamplerSettings, generators_for, sample
+from msprior.sampling import (
+    Constraint,
+    SamplerSettings,
+    generators_for,
+    initial_state,
+    sample,
+)
 from msprior.training import Task, select_device, train
 from msprior.wavelets import idwt, wavedec
 
@@ -320,8 +326,6 @@ def run_synthesis(
         rf = min(cfg.networks.receptive_fields)
         net = nets[f"flat_rf{rf}"]
         gens = generators_for(_seeds(cfg, 2, min(s.n_samples, s.batch_size)))
-        from msprior.sampling import initial_state
-
         y = initial_state(
             (1, cfg.data.size, cfg.data.size),
             gens,
@@ -383,8 +387,6 @@ def run_inpainting(cfg: Config, *, faces, models: Mapping[str, str], panel) -> N
     mask = torch.ones(1, 1, n, n, device=device)
     mask[..., n // 4 : 3 * n // 4, n // 4 : 3 * n // 4] = 0
     gens = generators_for(_seeds(cfg, 4, len(clean)))
-    from msprior.sampling import initial_state
-
     y = initial_state((1, n, n), gens, mean=0.5, sigma_0=s.sigma_0, device=device)
     y = mask * clean + (1 - mask) * y
     out, trace = sample(
