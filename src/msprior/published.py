@@ -72,45 +72,38 @@ _LOWPASS_DEPTH, _LOWPASS_RF = 20, 41  # all 3 x 3: covers the 40 x 40 low-pass
 # 0.1 dB at sigma 20, 100, 260). Its 320 x 320 entry repeats the 160 x 160 numbers.
 # Its conditional entries match (within 0.2 dB) our normalised detail bands with noise
 # sigma_255 / 255 added to them directly and PSNR at peak 1 minus 20 log10(2).
+_COMMON = {
+    "grey": "mean of R, G, B",
+    "value_range": (0.0, 1.0),
+    "wavelet": "haar",
+    "normalisation": "level j coefficients = orthonormal / 2**j",
+    "first_layer": "linear",  # no ReLU after the first convolution
+    "reference_lowpass_gain": 4,
+    "noise": "sigma on the [0, 1] scale; sigma_255 / 255",
+    "lowpass_size": 40,
+    "depth": _DEPTH,
+    "width": _WIDTH,
+    "lowpass_depth": _LOWPASS_DEPTH,
+}
 CONVENTIONS: Mapping[str, Mapping] = MappingProxyType(
     {
         "celebA_160x160_gray": MappingProxyType(
             {
+                **_COMMON,
                 "source": "CelebA img_align_celeba, 178 x 218 (columns x rows)",
-                "grey": "mean of R, G, B",
-                "value_range": (0.0, 1.0),
                 "crop": (29, 29, 9, 9),  # rows top, bottom; columns left, right
                 "size": 160,
-                "wavelet": "haar",
                 "levels": 2,
-                "normalisation": "level j coefficients = orthonormal / 2**j",
-                "first_layer": "linear",  # no ReLU after the first convolution
-                "reference_lowpass_gain": 4,
-                "noise": "sigma on the [0, 1] scale; sigma_255 / 255",
-                "lowpass_size": 40,
-                "depth": _DEPTH,
-                "width": _WIDTH,
-                "lowpass_depth": _LOWPASS_DEPTH,
                 "receptive_fields": (5, 9, 13, 23, 43),
             }
         ),
         "celebA_320x320_gray": MappingProxyType(
             {
+                **_COMMON,
                 "source": "512 x 512 CelebA-HQ-style faces resized by 0.625",
-                "grey": "mean of R, G, B",
-                "value_range": (0.0, 1.0),
                 "crop": None,
                 "size": 320,
-                "wavelet": "haar",
                 "levels": 3,
-                "normalisation": "level j coefficients = orthonormal / 2**j",
-                "first_layer": "linear",  # no ReLU after the first convolution
-                "reference_lowpass_gain": 4,
-                "noise": "sigma on the [0, 1] scale; sigma_255 / 255",
-                "lowpass_size": 40,
-                "depth": _DEPTH,
-                "width": _WIDTH,
-                "lowpass_depth": _LOWPASS_DEPTH,
                 "receptive_fields": (13,),
             }
         ),
