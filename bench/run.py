@@ -38,7 +38,7 @@ from bench.common import (  # noqa: E402
 from bench.faces import bench_faces, tiled  # noqa: E402
 from bench.report import write_record  # noqa: E402
 from msprior.coefficients import precompute_coefficients  # noqa: E402
-from msprior.config import WaveletConfig  # noqa: E402
+from msprior.config import SampleConfig, WaveletConfig  # noqa: E402
 from msprior.faces import load_split  # noqa: E402
 from msprior.networks import NetworkSpec  # noqa: E402
 from msprior.sampling import SamplerSettings  # noqa: E402
@@ -283,7 +283,8 @@ def row_sampling(sizes: Sizes, tmp: Path) -> Row:
     if missing:
         return skipped_row(row, missing)
     model, _ = published.load_published_160()
-    settings = SamplerSettings(h0=0.01, beta=0.5, sigma_min=0.01)
+    d = SampleConfig()  # the workflow's defaults, which the published presets keep
+    settings = SamplerSettings(h0=d.h0, beta=d.beta, sigma_min=d.sigma_min)
     fig = published.sampling_figures(
         model, (40, 40), settings, n_images=sizes.sample_images
     )
@@ -307,14 +308,14 @@ def row_sampling(sizes: Sizes, tmp: Path) -> Row:
         f"The step schedule sets the count, not the networks: an ideal denoiser "
         f"divides the noise by (1 - beta h_t) per update, which from the measured "
         f"first estimates sigma_1 to sigma_min takes {fig['schedule_steps']} updates "
-        f"per scale, against {fig['steps']} measured. At h0 = 0.01 and sigma_1 / "
-        f"sigma_min = {ratio:.0f} the schedule needs "
+        f"per scale, against {fig['steps']} measured. At h0 = {settings.h0} and "
+        f"sigma_1 / sigma_min = {ratio:.0f} the schedule needs "
         + ", ".join(f"{n} steps at beta = {b}" for b, n in betas.items())
-        + ": the paper's 65-160 steps correspond to beta of about 0.1-0.25 (more "
-        "noise injected per step), not to the 0.5 asked for here. "
+        + ". "
     )
     row.bound += (
-        f"Settings h0 = 0.01, beta = 0.5, sigma_min = 0.01; {fig['images']} image(s). "
+        f"Settings h0 = {settings.h0}, beta = {settings.beta}, sigma_min = "
+        f"{settings.sigma_min}; {fig['images']} image(s). "
         f"Stopping reasons: {fig['reasons']}. The time is that of the networks at "
         f"every step (batch of {fig['images']}), not of the sampler."
     )

@@ -163,7 +163,7 @@ class SampleConfig:
     rf: int | None = None  # conditional networks used to sample; default: the smallest
     n_samples: int = 16
     h0: float = 0.01
-    beta: float = 0.5
+    beta: float = 0.1  # the paper's 65-160 steps per scale; clear faces (README)
     sigma_0: float = 1.0
     sigma_min: float = 0.01
     max_steps: int = 1000

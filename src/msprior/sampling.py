@@ -52,7 +52,7 @@ __all__ = [
 @dataclass(frozen=True)
 class SamplerSettings:
     h0: float = 0.01
-    beta: float = 0.5
+    beta: float = 0.1
     sigma_min: float = 0.01
     max_steps: int = 1000
     fixed_h: bool = False  # use h_t = h0 at every step
