@@ -139,3 +139,47 @@ def test_a_bad_config_stops_before_any_job_naming_the_key(tmp_path, override, me
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
     assert not any(tmp_path.rglob("*.h5"))
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_published_preset_runs_downstream_on_imported_networks(tmp_path, shared_data):
+    """The 160 x 160 preset with the published networks, shrunk to 4 test images."""
+    subset = shared_data / "celeba-subset"
+    small = {
+        "results": str(tmp_path / "results"),
+        "data": {
+            "celeba_zip": str(subset / "img_align_celeba.zip"),
+            "celeba_partition": str(subset / "list_eval_partition.txt"),
+            "max_images": {"train": 2, "valid": 2, "test": 4},
+        },
+        "networks": {"published_dir": str(shared_data / "published-denoisers")},
+        "evaluate": {"n_images": 4, "sigmas_255": [20, 100], "flat_rfs": [5]},
+        "sample": {
+            "n_samples": 1,
+            "batch_size": 1,
+            "max_steps": 3,
+            "superres_images": 1,
+            "superres_per_image": 1,
+            "inpaint_images": 1,
+        },
+    }
+    local = tmp_path / "small.yaml"
+    local.write_text(yaml.safe_dump(small))
+    preset = REPO / "config/presets/published160.yaml"
+    done = snakemake("all", "--configfile", preset, local)
+    assert done.returncode == 0, done.stderr[-4000:]
+    run = tmp_path / "results" / "published160"
+    assert "rule train_" not in done.stdout + done.stderr  # imported, not trained
+    for name in FIGURES:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 1000
+    ours = pd.read_csv(run / "tables" / "reference_comparison.csv")
+    flats = {f"flat_rf{rf}" for rf in (5, 9, 13, 23, 43)}
+    assert set(ours["model"]) == flats | {"lowpass"}
+    assert set(ours["sigma_255"]) == {20, 100, 260}
+    assert (ours["n_images"] == 4).all()
+    # 4 images against the release's 100-image means: close, not equal
+    assert ours["difference_db"].abs().max() < 1.0, ours
+    table = pd.read_csv(run / "tables" / "denoising.csv")
+    ms = table[(table["model"] == "multiscale_rf9") & (table["sigma_255"] == 20)]
+    assert float(ms["psnr_out"].iloc[0]) > float(ms["psnr_in"].iloc[0]) + 7
