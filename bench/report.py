@@ -30,6 +30,7 @@ MACHINE_KEYS = (
     ("pywavelets", "PyWavelets"),
     ("h5py", "h5py"),
     ("omp_env", "OpenMP/MKL environment"),
+    ("malloc", "glibc malloc thresholds (mmap, trim)"),
     ("load_average", "load average (1, 5, 15 min) at start"),
 )
 

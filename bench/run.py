@@ -37,6 +37,11 @@ from bench.common import (  # noqa: E402
 )
 from bench.faces import bench_faces, tiled  # noqa: E402
 from bench.report import write_record  # noqa: E402
+from msprior.allocator import (  # noqa: E402
+    MMAP_THRESHOLD,
+    TRIM_THRESHOLD,
+    keep_freed_memory,
+)
 from msprior.coefficients import precompute_coefficients  # noqa: E402
 from msprior.config import SampleConfig, WaveletConfig  # noqa: E402
 from msprior.faces import load_split  # noqa: E402
@@ -450,7 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads or cores())
+    tuned = keep_freed_memory()  # as the workflow's jobs do
     machine = machine_info()
+    machine["malloc"] = (
+        f"{MMAP_THRESHOLD >> 20} MiB, {TRIM_THRESHOLD >> 20} MiB (as the workflow)"
+        if tuned
+        else "the C library's defaults or the environment's"
+    )
     keys = args.only or list(ROWS)
     sizes = QUICK if args.quick else Sizes()
     rows = run_rows(keys, sizes, machine)
