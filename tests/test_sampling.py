@@ -6,6 +6,7 @@ import torch
 from msprior.sampling import (
     Constraint,
     SamplerSettings,
+    constrained_initial_state,
     generators_for,
     initial_state,
     injected_noise,
@@ -103,9 +104,35 @@ def test_constraint_holds_the_measurement():
     mask[..., :3] = 1
     values = torch.rand(1, 1, 6, 6)
     gens = generators_for([3])
-    y = mask * values + (1 - mask) * initial_state((1, 6, 6), gens)
-    x, _ = sample(Shrink(), y, gens, settings, constraint=Constraint(mask, values))
+    measured = Constraint(mask, values)
+    y = constrained_initial_state(measured, gens)
+    x, _ = sample(Shrink(), y, gens, settings, constraint=measured)
     torch.testing.assert_close(x * mask, values * mask, atol=0.02, rtol=0)
+
+
+def test_constrained_start_has_one_noise_level_everywhere():
+    # The blind denoiser must first see the same noise over measured and missing
+    # pixels; the measured ones are centred on their values, the missing on the mean.
+    n = 128
+    mask = torch.zeros(1, 1, n, n)
+    mask[..., : n // 2, :] = 1
+    values = torch.rand(2, 1, n, n)
+    gens = generators_for([1, 2])
+    y = constrained_initial_state(Constraint(mask, values), gens, mean=0.5, sigma_0=0.8)
+    assert y.shape == values.shape
+    measured = (y - values)[..., : n // 2, :]
+    missing = y[..., n // 2 :, :]
+    assert measured.std().item() == pytest.approx(0.8, rel=0.03)
+    assert measured.mean().item() == pytest.approx(0.0, abs=0.02)
+    assert missing.std().item() == pytest.approx(0.8, rel=0.03)
+    assert missing.mean().item() == pytest.approx(0.5, abs=0.02)
+    again = constrained_initial_state(Constraint(mask, values), generators_for([1, 2]))
+    torch.testing.assert_close(
+        again,
+        constrained_initial_state(Constraint(mask, values), generators_for([1, 2])),
+    )
+    with pytest.raises(ValueError, match="generators"):
+        constrained_initial_state(Constraint(mask, values), generators_for([1]))
 
 
 def test_settings_are_checked():

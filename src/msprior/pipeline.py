@@ -27,6 +27,7 @@ from msprior.networks import NetworkSpec, denoise, load_model
 from msprior.sampling import (
     Constraint,
     SamplerSettings,
+    constrained_initial_state,
     generators_for,
     initial_state,
     sample,
@@ -398,11 +399,9 @@ def run_inpainting(cfg: Config, *, faces, models: Mapping[str, str], panel) -> N
     mask = torch.ones(1, 1, n, n, device=device)
     mask[..., n // 4 : 3 * n // 4, n // 4 : 3 * n // 4] = 0
     gens = generators_for(_seeds(cfg, 4, len(clean)))
-    y = initial_state((1, n, n), gens, mean=0.5, sigma_0=s.sigma_0, device=device)
-    y = mask * clean + (1 - mask) * y
-    out, trace = sample(
-        model, y, gens, _settings(cfg), constraint=Constraint(mask, clean)
-    )
+    measured = Constraint(mask, clean)
+    y = constrained_initial_state(measured, gens, mean=0.5, sigma_0=s.sigma_0)
+    out, trace = sample(model, y, gens, _settings(cfg), constraint=measured)
     log.info("inpainting steps: %s", trace.steps.tolist())
     columns = {"original": clean, "measured": clean * mask, "inpainted": out}
     figures.denoising_examples(

@@ -43,6 +43,7 @@ __all__ = [
     "Trace",
     "generators_for",
     "initial_state",
+    "constrained_initial_state",
     "sample",
     "step_size",
     "injected_noise",
@@ -139,6 +140,36 @@ def initial_state(
 ) -> Tensor:
     """``y_0 ~ N(mean, sigma_0^2 I)``; ``shape`` is one sample's, e.g. (C, H, W)."""
     return mean + sigma_0 * _per_sample_normal(tuple(shape), generators, device, dtype)
+
+
+def constrained_initial_state(
+    constraint: Constraint,
+    generators,
+    *,
+    mean: float = 0.5,
+    sigma_0: float = 1.0,
+) -> Tensor:
+    """``y_0 ~ N(M x_c + mean (I - M M^T) e, sigma_0^2 I)``: an inverse problem's start.
+
+    The measured coefficients start at their values, the others at ``mean``, and the
+    noise covers both (Kadkhodaie & Simoncelli 2021, algorithm 2): a blind denoiser
+    estimates one noise level over the whole input, and noise-free measurements beside
+    a noisy hole make it under-estimate that level and leave the hole as texture.
+    ``constraint.values`` has shape (B, C, H, W), one row per generator.
+    """
+    values = constraint.values
+    if len(values) != len(generators):
+        raise ValueError(f"{len(generators)} generators for {len(values)} measurements")
+    m = constraint.mask
+    start = m * values + (1 - m) * mean
+    return initial_state(
+        values.shape[1:],
+        generators,
+        mean=start,
+        sigma_0=sigma_0,
+        device=values.device,
+        dtype=values.dtype,
+    )
 
 
 def _residual(network, y: Tensor, cond: Tensor | None, constraint) -> Tensor:
