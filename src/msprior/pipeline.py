@@ -445,9 +445,9 @@ def import_network(cfg: Config, name: str, out_path) -> None:
             [release],
             base_url=nets.published_url or published.DEFAULT_BASE_URL,
         )
-    published.import_published(
-        files[release.relpath], task.spec, out_path, relpath=release.relpath
-    )
+    source = files[release.relpath]
+    log.info("%s: taking %s", name, source)
+    published.import_published(source, task.spec, out_path, relpath=release.relpath)
 
 
 def reference_psnr() -> dict:
