@@ -50,6 +50,7 @@ rule all:
     input:
         rules.evaluate_denoising.output,
         rules.synthesize.output,
+        flat_samples(),
         rules.super_resolve.output,
         rules.inpaint.output,
         training_curves(),

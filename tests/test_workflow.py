@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pandas as pd
 import pytest
 import yaml
@@ -182,4 +183,74 @@ def test_published_preset_runs_downstream_on_imported_networks(tmp_path, shared_
     assert ours["difference_db"].abs().max() < 1.0, ours
     table = pd.read_csv(run / "tables" / "denoising.csv")
     ms = table[(table["model"] == "multiscale_rf9") & (table["sigma_255"] == 20)]
+    assert float(ms["psnr_out"].iloc[0]) > float(ms["psnr_in"].iloc[0]) + 7
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_flat_samples_are_drawn_only_where_there_are_flat_networks(tmp_path, flat):
+    config = tmp_path / "flat.yaml"
+    config.write_text(
+        yaml.safe_dump({"results": str(tmp_path), "networks": {"flat": flat}})
+    )
+    done = snakemake("all", "--configfile", config, "--dry-run")
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = done.stdout + done.stderr
+    assert ("rule synthesize_flat:" in out) == flat
+    assert ("rule train_flat:" in out) == flat
+    assert "rule synthesize:" in out
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_published320_preset_runs_on_a_folder_of_faces(tmp_path, shared_data):
+    """The 320 x 320 preset (three levels, RF 13, no flat networks) on a folder of 6
+    real faces: every stage runs on the imported networks, at 320 x 320."""
+    import zipfile
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    with zipfile.ZipFile(shared_data / "celeba-subset" / "img_align_celeba.zip") as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".jpg"))[:6]
+        for name in names:
+            (folder / Path(name).name).write_bytes(z.read(name))
+    small = {
+        "results": str(tmp_path / "results"),
+        "data": {
+            "folder": str(folder),
+            "split_fractions": [0.2, 0.2, 0.6],
+            "max_images": {"train": 1, "valid": 1, "test": 2},
+        },
+        "networks": {"published_dir": str(shared_data / "published-denoisers")},
+        "evaluate": {"n_images": 2, "sigmas_255": [20], "batch_size": 2},
+        "sample": {
+            "n_samples": 1,
+            "batch_size": 1,
+            "max_steps": 3,
+            "superres_images": 1,
+            "superres_per_image": 1,
+            "inpaint_images": 1,
+        },
+    }
+    local = tmp_path / "small.yaml"
+    local.write_text(yaml.safe_dump(small))
+    preset = REPO / "config/presets/published320.yaml"
+    done = snakemake("all", "--configfile", preset, local)
+    assert done.returncode == 0, done.stderr[-4000:]
+    run = tmp_path / "results" / "published320"
+    for name in set(FIGURES) - {"samples_flat"}:
+        assert (run / "figures" / f"{name}.png").stat().st_size > 1000, name
+    assert not (run / "figures" / "samples_flat.png").exists()
+    with h5py.File(run / "samples" / "synthesis.h5") as f:
+        assert f["images"].shape == (1, 1, 320, 320)
+        assert set(f["trace"]) == {
+            "lowpass",
+            "details j=1",
+            "details j=2",
+            "details j=3",
+        }
+    ours = pd.read_csv(run / "tables" / "reference_comparison.csv")
+    assert set(ours["model"]) == {"lowpass"}
+    assert ours["release"].str.contains("celebA_320x320_gray").all()
+    table = pd.read_csv(run / "tables" / "denoising.csv")
+    ms = table[table["model"] == "multiscale_rf13"]
     assert float(ms["psnr_out"].iloc[0]) > float(ms["psnr_in"].iloc[0]) + 7

@@ -41,6 +41,7 @@ __all__ = [
     "run_training",
     "run_evaluation",
     "run_synthesis",
+    "run_flat_synthesis",
     "run_superres",
     "run_inpainting",
     "run_reference_comparison",
@@ -298,10 +299,12 @@ def _scale_name(cfg: Config, level: int) -> str:
 
 
 def run_synthesis(
-    cfg: Config, *, models: Mapping[str, str], samples_h5, grid, traces, flat_grid=None
+    cfg: Config, *, models: Mapping[str, str], samples_h5, grid, traces
 ) -> None:
-    """Unconditional samples coarse to fine, their sigma_t traces, and (if there are
-    flat networks) samples of the smallest flat network for comparison."""
+    """Unconditional samples coarse to fine and their sigma_t traces.
+
+    ``grid``, ``traces``: (png, pdf) paths.
+    """
     device = select_device(cfg.device)
     nets = _load_models(models, device)
     model = _multiscale(cfg, nets, cfg.sample_rf)
@@ -333,24 +336,32 @@ def run_synthesis(
         sigma_min=s.sigma_min,
         title=f"sigma_t per scale ({cfg.run})",
     )
-    if flat_grid:
-        rf = min(cfg.networks.receptive_fields)
-        net = nets[f"flat_rf{rf}"]
-        gens = generators_for(_seeds(cfg, 2, min(s.n_samples, s.batch_size)))
-        y = initial_state(
-            (1, cfg.data.size, cfg.data.size),
-            gens,
-            mean=0.5,
-            sigma_0=s.sigma_0,
-            device=device,
-        )
-        flat, flat_trace = sample(net, y, gens, settings)
-        log.info("flat RF %d samples: %s steps", rf, flat_trace.steps.tolist())
-        figures.image_grid(
-            flat.cpu().numpy(),
-            *flat_grid,
-            title=f"flat RF {rf} samples, no multi-scale ({cfg.run})",
-        )
+
+
+def run_flat_synthesis(cfg: Config, *, model, grid) -> None:
+    """Samples of one flat (pixel-domain) network, started from N(0.5, sigma_0^2 I):
+    what a local model gives without the multi-scale split. ``grid``: (png, pdf)."""
+    device = select_device(cfg.device)
+    net = _load_models({"flat_sampled": model}, device)["flat_sampled"]
+    if net.spec.role != "flat":
+        raise ValueError(f"{model} is a {net.spec.role} network, not a flat one")
+    rf = net.spec.rf
+    s = cfg.sample
+    gens = generators_for(_seeds(cfg, 2, min(s.n_samples, s.batch_size)))
+    y = initial_state(
+        (1, cfg.data.size, cfg.data.size),
+        gens,
+        mean=0.5,
+        sigma_0=s.sigma_0,
+        device=device,
+    )
+    flat, trace = sample(net, y, gens, _settings(cfg))
+    log.info("flat RF %d samples: %s steps", rf, trace.steps.tolist())
+    figures.image_grid(
+        flat.cpu().numpy(),
+        *grid,
+        title=f"flat RF {rf} samples, no multi-scale ({cfg.run})",
+    )
 
 
 def run_superres(

@@ -14,6 +14,7 @@ localrules:
     evaluate_denoising,
     reference_comparison,
     synthesize,
+    synthesize_flat,
     super_resolve,
     inpaint,
 
@@ -32,9 +33,19 @@ def multiscale_models():
     names = ["lowpass"] + [
         f"conditional_j{j}_rf{CFG.sample_rf}" for j in range(1, CFG.wavelet.levels + 1)
     ]
-    if CFG.networks.flat:
-        names.append(f"flat_rf{min(CFG.networks.receptive_fields)}")
     return {name: model_path(name) for name in names}
+
+
+def flat_sample_model():
+    """The flat network sampled for comparison: the smallest receptive field."""
+    return model_path(f"flat_rf{min(CFG.networks.receptive_fields)}")
+
+
+def flat_samples():
+    """The flat samples' figure, where the run has flat networks."""
+    if not CFG.networks.flat:
+        return []
+    return [f"{RUN}/figures/samples_flat.png", f"{RUN}/figures/samples_flat.pdf"]
 
 
 def training_curves():

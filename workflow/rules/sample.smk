@@ -19,12 +19,6 @@ rule synthesize:
             category="Sampling",
         ),
         traces_pdf=f"{RUN}/figures/sampling_traces.pdf",
-        flat=report(
-            f"{RUN}/figures/samples_flat.png",
-            caption="../report/samples_flat.rst",
-            category="Sampling",
-        ),
-        flat_pdf=f"{RUN}/figures/samples_flat.pdf",
     params:
         names=list(multiscale_models()),
         settings=config["sample"],
@@ -38,6 +32,32 @@ rule synthesize:
         runtime=lambda wc: light("runtime"),
     script:
         "../scripts/synthesize.py"
+
+
+# Only where the run has flat networks: the same sampler in the pixel domain, to show
+# what a local model gives without the multi-scale split (textures, not faces).
+rule synthesize_flat:
+    input:
+        model=flat_sample_model(),
+    output:
+        grid=report(
+            f"{RUN}/figures/samples_flat.png",
+            caption="../report/samples_flat.rst",
+            category="Sampling",
+        ),
+        grid_pdf=f"{RUN}/figures/samples_flat.pdf",
+    params:
+        settings=config["sample"],
+    log:
+        f"{RUN}/logs/synthesize_flat.log",
+    benchmark:
+        f"{RUN}/benchmarks/synthesize_flat.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc: light("mem_mb"),
+        runtime=lambda wc: light("runtime"),
+    script:
+        "../scripts/synthesize_flat.py"
 
 
 rule super_resolve:

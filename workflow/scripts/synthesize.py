@@ -15,5 +15,4 @@ run_synthesis(
     samples_h5=out.samples,
     grid=(out.grid, out.grid_pdf),
     traces=(out.traces, out.traces_pdf),
-    flat_grid=(out.flat, out.flat_pdf),
 )
