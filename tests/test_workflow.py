@@ -58,6 +58,32 @@ def snakemake(*args, cwd=REPO):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+def run_published_preset(preset, tmp_path, shared_data, *, data, evaluate):
+    """Run a published preset on the shared networks, shrunk to a few images and
+    three sampler steps; return the finished process and the run's folder."""
+    small = {
+        "results": str(tmp_path / "results"),
+        "data": data,
+        "networks": {"published_dir": str(shared_data / "published-denoisers")},
+        "evaluate": evaluate,
+        "sample": {
+            "n_samples": 1,
+            "batch_size": 1,
+            "max_steps": 3,
+            "superres_images": 1,
+            "superres_per_image": 1,
+            "inpaint_images": 1,
+        },
+    }
+    local = tmp_path / "small.yaml"
+    local.write_text(yaml.safe_dump(small))
+    done = snakemake(
+        "all", "--configfile", REPO / "config" / "presets" / f"{preset}.yaml", local
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done, tmp_path / "results" / preset
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("workflow")
@@ -147,30 +173,17 @@ def test_a_bad_config_stops_before_any_job_naming_the_key(tmp_path, override, me
 def test_published_preset_runs_downstream_on_imported_networks(tmp_path, shared_data):
     """The 160 x 160 preset with the published networks, shrunk to 4 test images."""
     subset = shared_data / "celeba-subset"
-    small = {
-        "results": str(tmp_path / "results"),
-        "data": {
+    done, run = run_published_preset(
+        "published160",
+        tmp_path,
+        shared_data,
+        data={
             "celeba_zip": str(subset / "img_align_celeba.zip"),
             "celeba_partition": str(subset / "list_eval_partition.txt"),
             "max_images": {"train": 2, "valid": 2, "test": 4},
         },
-        "networks": {"published_dir": str(shared_data / "published-denoisers")},
-        "evaluate": {"n_images": 4, "sigmas_255": [20, 100], "flat_rfs": [5]},
-        "sample": {
-            "n_samples": 1,
-            "batch_size": 1,
-            "max_steps": 3,
-            "superres_images": 1,
-            "superres_per_image": 1,
-            "inpaint_images": 1,
-        },
-    }
-    local = tmp_path / "small.yaml"
-    local.write_text(yaml.safe_dump(small))
-    preset = REPO / "config/presets/published160.yaml"
-    done = snakemake("all", "--configfile", preset, local)
-    assert done.returncode == 0, done.stderr[-4000:]
-    run = tmp_path / "results" / "published160"
+        evaluate={"n_images": 4, "sigmas_255": [20, 100], "flat_rfs": [5]},
+    )
     assert "rule train_" not in done.stdout + done.stderr  # imported, not trained
     for name in FIGURES:
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
@@ -213,30 +226,17 @@ def test_published320_preset_runs_on_a_folder_of_faces(tmp_path, shared_data):
         names = sorted(n for n in z.namelist() if n.endswith(".jpg"))[:6]
         for name in names:
             (folder / Path(name).name).write_bytes(z.read(name))
-    small = {
-        "results": str(tmp_path / "results"),
-        "data": {
+    _, run = run_published_preset(
+        "published320",
+        tmp_path,
+        shared_data,
+        data={
             "folder": str(folder),
             "split_fractions": [0.2, 0.2, 0.6],
             "max_images": {"train": 1, "valid": 1, "test": 2},
         },
-        "networks": {"published_dir": str(shared_data / "published-denoisers")},
-        "evaluate": {"n_images": 2, "sigmas_255": [20], "batch_size": 2},
-        "sample": {
-            "n_samples": 1,
-            "batch_size": 1,
-            "max_steps": 3,
-            "superres_images": 1,
-            "superres_per_image": 1,
-            "inpaint_images": 1,
-        },
-    }
-    local = tmp_path / "small.yaml"
-    local.write_text(yaml.safe_dump(small))
-    preset = REPO / "config/presets/published320.yaml"
-    done = snakemake("all", "--configfile", preset, local)
-    assert done.returncode == 0, done.stderr[-4000:]
-    run = tmp_path / "results" / "published320"
+        evaluate={"n_images": 2, "sigmas_255": [20], "batch_size": 2},
+    )
     for name in set(FIGURES) - {"samples_flat"}:
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000, name
     assert not (run / "figures" / "samples_flat.png").exists()
