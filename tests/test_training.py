@@ -1,11 +1,15 @@
+import dataclasses
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -205,11 +209,67 @@ def test_non_finite_loss_stops_naming_the_step(embedded_data, tmp_path, monkeypa
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_checkpoint_of_another_network_is_refused(embedded_data, tmp_path):
+def test_checkpoint_of_another_network_is_set_aside(embedded_data, tmp_path, caplog):
     run(COND, embedded_data, tmp_path)
     other = Task(NetworkSpec("conditional", 4, 8, 7), level=1)
-    with pytest.raises(ValueError, match="belongs to another network"):
-        run(other, embedded_data, tmp_path)
+    run(other, embedded_data, tmp_path)
+    assert "another configuration (spec.rf)" in caplog.text
+    assert load_torch(tmp_path / "ckpt.superseded.pt")["fingerprint"]["spec"]["rf"] == 5
+    assert load_torch(tmp_path / "ckpt.pt")["fingerprint"]["spec"]["rf"] == 7
+
+
+def test_changed_recipe_or_seed_trains_afresh(embedded_data, tmp_path, caplog):
+    """A checkpoint is resumed only by the job that wrote it: after a change of
+    learning rate the weights are those of a fresh run at the new rate."""
+    faster = dataclasses.replace(SMALL, lr=5e-3)
+    run(COND, embedded_data, tmp_path / "fresh", faster)
+    run(COND, embedded_data, tmp_path / "changed")
+    run(COND, embedded_data, tmp_path / "changed", faster)
+    assert "another configuration (recipe.lr)" in caplog.text
+    assert_same_state(
+        state(tmp_path / "fresh" / "model.pt"), state(tmp_path / "changed" / "model.pt")
+    )
+    rows = (tmp_path / "changed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [4, 8, 12]  # not the old run's too
+    caplog.clear()
+    run(COND, embedded_data, tmp_path / "changed", faster, seed=1)
+    assert "another configuration (seed)" in caplog.text
+
+
+def test_changed_training_data_trains_afresh(embedded_data, tmp_path, caplog):
+    other = tmp_path / "wavelets.h5"
+    shutil.copy(embedded_data["wavelets"], other)
+    with h5py.File(other, "a") as f:
+        f.attrs["faces_md5"] = "0" * 32  # as if made from other faces
+    run(COND, embedded_data, tmp_path / "out")
+    train(
+        COND,
+        SMALL,
+        train_path=other,
+        valid_path=other,
+        out_model=tmp_path / "out" / "model.pt",
+        checkpoint=tmp_path / "out" / "ckpt.pt",
+        metrics=tmp_path / "out" / "metrics.jsonl",
+        device="cpu",
+    )
+    assert "another configuration (data)" in caplog.text
+
+
+def test_more_steps_continue_the_checkpoint_exactly(embedded_data, tmp_path, caplog):
+    """Raising max_steps is bookkeeping: the run continues where it stopped and ends
+    where a run asked for the larger number from the start ends. Fewer steps than the
+    checkpoint's start afresh."""
+    caplog.set_level(logging.INFO, "msprior.training")
+    longer = dataclasses.replace(SMALL, max_steps=20)
+    run(COND, embedded_data, tmp_path / "whole", longer)
+    run(COND, embedded_data, tmp_path / "grown")
+    run(COND, embedded_data, tmp_path / "grown", longer)
+    assert "resumed from step 12" in caplog.text
+    assert_same_state(
+        state(tmp_path / "whole" / "model.pt"), state(tmp_path / "grown" / "model.pt")
+    )
+    run(COND, embedded_data, tmp_path / "grown", SMALL)
+    assert "at step 20, past this run's 12 steps" in caplog.text
 
 
 def _read(path):

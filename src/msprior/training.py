@@ -14,15 +14,20 @@ factor in (0, 1).
 Reproducibility: every random draw of step ``t`` comes from a generator seeded with
 ``(seed, t)``, and the data order of epoch ``e`` from ``(seed, e)``. A checkpoint holds
 the model, optimiser and scheduler state and the step, so a resumed run on the CPU ends
-bit-identical to an uninterrupted one.
+bit-identical to an uninterrupted one. It also holds what fixed the weights' path (the
+network, the seed, the recipe and the training data, :func:`fingerprint`): a checkpoint
+written under anything else is set aside, never resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -42,6 +47,7 @@ __all__ = [
     "NonFiniteLossError",
     "Task",
     "TrainingInterrupted",
+    "fingerprint",
     "load_arrays",
     "select_device",
     "train",
@@ -249,10 +255,72 @@ def _schedule(task: Task, cfg: TrainConfig, n: int) -> tuple[int, int]:
     return total, max(cfg.halve_every_base * scale * per_epoch, 1)
 
 
-def _checkpoint_state(network, optimizer, scheduler, step: int, task: Task) -> dict:
+# Settings that change what is logged or how often, never the weights; the number of
+# steps is checked on its own (a longer run continues a shorter one exactly).
+_BOOKKEEPING = frozenset(
+    {
+        "max_steps",
+        "epochs_base",
+        "checkpoint_every",
+        "validate_every",
+        "valid_images",
+        "valid_sigmas_255",
+        "threads",
+        "progress",
+    }
+)
+
+
+def _data_identity(path) -> str:
+    """A digest of the training file's recorded origin (its HDF5 attributes, less the
+    versions and machine that wrote it), cheap even for a file of many GB."""
+    with open_h5_read(path) as f:
+        attrs = {k: _plain_attr(v) for k, v in f.attrs.items()}
+    created = attrs.pop("created_by", None)
+    if isinstance(created, str):
+        made = json.loads(created)
+        attrs["created_by"] = {k: made.get(k) for k in ("config", "seed")}
+    text = json.dumps(attrs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain_attr(value):
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
+
+
+def fingerprint(task: Task, cfg: TrainConfig, seed: int, train_path) -> dict:
+    """What fixes the path of the weights: a checkpoint resumes only under the same.
+
+    The network (spec, level), the seed, the recipe (every :class:`TrainConfig` field
+    but the bookkeeping ones) and the identity of the training data.
+    """
+    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _BOOKKEEPING}
     return {
         "spec": task.spec.to_dict(),
         "level": task.level,
+        "seed": seed,
+        "recipe": json.loads(json.dumps(recipe)),  # tuples as lists, as saved
+        "data": _data_identity(train_path),
+    }
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """Dotted names of the entries that differ between two fingerprints."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [
+                f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+            ]
+        elif a != b:
+            out.append(key)
+    return out
+
+
+def _checkpoint_state(network, optimizer, scheduler, step: int, identity: dict) -> dict:
+    return {
+        "fingerprint": identity,
         "step": step,
         "model": network.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -260,15 +328,31 @@ def _checkpoint_state(network, optimizer, scheduler, step: int, task: Task) -> d
     }
 
 
-def _resume(path: Path, network, optimizer, scheduler, task: Task, device) -> int:
+def _set_aside(path: Path, why: str) -> None:
+    """Keep a checkpoint that must not be resumed next to it, out of the way."""
+    aside = path.with_name(f"{path.stem}.superseded{path.suffix}")
+    os.replace(path, aside)
+    log.warning("%s: %s; not resumed, kept as %s; training afresh", path, why, aside)
+
+
+def _resume(
+    path: Path, network, optimizer, scheduler, identity: dict, total: int, device
+) -> int:
+    """The step to start from: that of ``path`` if it was written by this very job."""
     if not path.exists():
         return 0
     state = load_torch(path, map_location=device)
-    if state.get("spec") != task.spec.to_dict() or state.get("level") != task.level:
-        raise ValueError(
-            f"checkpoint {path} belongs to another network ({state.get('spec')}, level "
-            f"{state.get('level')}); delete it to start afresh"
-        )
+    saved = state.get("fingerprint")
+    if saved is None:
+        _set_aside(path, "written without a record of its configuration")
+        return 0
+    changed = _differences(saved, identity)
+    if changed:
+        _set_aside(path, f"written under another configuration ({', '.join(changed)})")
+        return 0
+    if state["step"] > total:
+        _set_aside(path, f"at step {state['step']}, past this run's {total} steps")
+        return 0
     network.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -355,7 +439,8 @@ def train(
         optimizer, step_size=halve_every, gamma=0.5
     )
     checkpoint, out_model = Path(checkpoint), Path(out_model)
-    step = _resume(checkpoint, network, optimizer, scheduler, task, dev)
+    identity = fingerprint(task, cfg, seed, train_path)
+    step = _resume(checkpoint, network, optimizer, scheduler, identity, total, dev)
     metrics_file = _Metrics(Path(metrics), step)
     valid_batch = valid.batch(np.arange(len(valid)))
     log.info(
@@ -430,7 +515,7 @@ def train(
                 tick, images = time.perf_counter(), 0
             if step % cfg.checkpoint_every == 0 or last or term["set"]:
                 save_torch(
-                    _checkpoint_state(network, optimizer, scheduler, step, task),
+                    _checkpoint_state(network, optimizer, scheduler, step, identity),
                     checkpoint,
                 )
             if term["set"] and not last:
