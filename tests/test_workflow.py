@@ -254,3 +254,24 @@ def test_published320_preset_runs_on_a_folder_of_faces(tmp_path, shared_data):
     table = pd.read_csv(run / "tables" / "denoising.csv")
     ms = table[table["model"] == "multiscale_rf13"]
     assert float(ms["psnr_out"].iloc[0]) > float(ms["psnr_in"].iloc[0]) + 7
+
+
+def test_a_failing_job_writes_its_error_to_its_log(tmp_path):
+    """Snakemake points at the rule's log; the error that stopped the job is there."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "results": str(tmp_path),
+                "data": {"source": "folder", "folder": str(empty)},
+            }
+        )
+    )
+    done = snakemake(tmp_path / "default" / "data" / "faces.h5", "--configfile", config)
+    assert done.returncode != 0
+    log = (tmp_path / "default" / "logs" / "prepare_faces.log").read_text()
+    assert "ERROR" in log and str(empty) in log, log
+    assert "Traceback" in log
+    assert not (tmp_path / "default" / "data" / "faces.h5").exists()

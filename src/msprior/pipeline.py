@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -53,7 +54,12 @@ log = logging.getLogger(__name__)
 
 
 def setup_logging(path=None, level=logging.INFO) -> None:
-    """Log to ``path`` (a rule's ``log:``) or to stderr; library code only logs."""
+    """Log to ``path`` (a rule's ``log:``) or to stderr; library code only logs.
+
+    With a ``path``, an exception that ends the process is logged there too (with its
+    traceback): Snakemake points at the rule's log, and on a cluster the console that
+    shows the traceback is another file.
+    """
     handler = logging.FileHandler(path, mode="w") if path else logging.StreamHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,6 +68,17 @@ def setup_logging(path=None, level=logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.captureWarnings(True)
+    if path:
+        sys.excepthook = _log_then(sys.__excepthook__)
+
+
+def _log_then(hook):
+    def log_uncaught(kind, value, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            log.error("%s: %s", kind.__name__, value, exc_info=(kind, value, tb))
+        hook(kind, value, tb)
+
+    return log_uncaught
 
 
 # --------------------------------------------------------------------------- models
