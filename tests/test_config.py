@@ -61,21 +61,30 @@ def test_unknown_keys_are_named():
         ({"data": {"source": "imagenet"}}, "data.source"),
         ({"data": {"split_fractions": [0.5, 0.5, 0.5]}}, "split_fractions"),
         ({"sample": {"beta": 0}}, "sample.beta"),
-        ({"networks": {"depth": 3, "receptive_fields": [9]}}, None),
+        (
+            {"networks": {"depth": 3, "receptive_fields": [9]}},
+            "networks.receptive_fields: .*largest field at this depth is 7",
+        ),
+        ({"networks": {"receptive_fields": [6, 9]}}, "must be odd and >= 5, got 6"),
+        ({"networks": {"lowpass_rf": 99}}, "networks.lowpass_rf: .*needs 49"),
+        ({"networks": {"lowpass_rf": 3}}, "networks.lowpass_rf: .*got 3"),
+        ({"wavelet": {"name": "foo"}}, "wavelet.name: unknown wavelet 'foo'"),
+        ({"wavelet": {"name": "bior2.2"}}, "wavelet.name: .*not orthogonal"),
+        ({"wavelet": {"name": "db20"}}, "'db20': its filters \\(40 taps\\)"),
+        ({"sample": {"sigma_min": 5.0}}, "sigma_min \\(5.0\\) must be below"),
         ({"evaluate": {"flat_rfs": [99]}}, "evaluate.flat_rfs"),
         ({"device": "tpu"}, "device"),
     ],
 )
 def test_inconsistent_values_are_refused(override, message):
     cfg = merged(DEFAULT, override)
-    if message is None:  # only caught when a network is built: the field is too large
-        from msprior.networks import NetworkSpec
-
-        with pytest.raises(ValueError, match="largest field"):
-            NetworkSpec("flat", 3, 8, 9)
-        return
     with pytest.raises(ValueError, match=message):
         C.from_dict(cfg)
+
+
+def test_a_whole_float_is_taken_as_the_integer_it_is():
+    cfg = C.from_dict(merged(DEFAULT, {"data": {"size": 32.0}}))
+    assert cfg.data.size == 32 and isinstance(cfg.data.size, int)
 
 
 def test_published_conventions_cannot_be_contradicted():

@@ -75,6 +75,16 @@ class WaveletConfig:
     def __post_init__(self):
         if self.levels < 1:
             raise ValueError(f"wavelet.levels must be >= 1, got {self.levels}")
+        try:
+            self.filter_length  # noqa: B018  an unknown or non-orthogonal name fails
+        except ValueError as err:
+            raise ValueError(f"wavelet.name: {err}") from None
+
+    @property
+    def filter_length(self) -> int:
+        from msprior.wavelets import filter_length
+
+        return filter_length(self.name)
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,18 @@ class NetworksConfig:
             )
         if not self.receptive_fields:
             raise ValueError("networks.receptive_fields must not be empty")
+        from msprior.networks import kernel_layout
+
+        fields = [
+            ("networks.receptive_fields", self.depth, rf)
+            for rf in self.receptive_fields
+        ]
+        fields.append(("networks.lowpass_rf", self.lowpass_depth, self.lowpass_field))
+        for key, depth, rf in fields:
+            try:
+                kernel_layout(depth, rf)
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
 
     @property
     def lowpass_field(self) -> int:
@@ -179,6 +201,11 @@ class SampleConfig:
             raise ValueError(f"sample.h0 must be in (0, 1], got {self.h0}")
         if self.sigma_min <= 0:
             raise ValueError("sample.sigma_min must be positive")
+        if self.sigma_min >= self.sigma_0:
+            raise ValueError(
+                f"sample.sigma_min ({self.sigma_min}) must be below sample.sigma_0 "
+                f"({self.sigma_0}): the ascent stops once the noise is under sigma_min"
+            )
 
 
 @dataclass(frozen=True)
@@ -223,6 +250,14 @@ class Config:
             raise ValueError(
                 f"data.size {size} is not divisible by 2**wavelet.levels = {2**levels}"
             )
+        coarsest = size // 2 ** (levels - 1)  # the image the last level analyses
+        taps = self.wavelet.filter_length
+        if taps // 2 > coarsest:
+            raise ValueError(
+                f"wavelet.name {self.wavelet.name!r}: its filters ({taps} taps) are "
+                f"too long for the {coarsest} x {coarsest} image of level {levels}; "
+                "use a shorter wavelet, fewer levels or a larger data.size"
+            )
 
     @property
     def sample_rf(self) -> int:
@@ -251,6 +286,8 @@ def _coerce(value, annotation):
         return value if value is None else _coerce(value, args[0])
     if origin is tuple and isinstance(value, list):
         return tuple(value)
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # JSON Schema counts 32.0 as an integer; Python does not
     return value
 
 

@@ -238,7 +238,8 @@ def run_evaluation(
     figures.denoising_curves(table, *curves, title=title)
 
     sigmas = cfg.evaluate.sigmas_255
-    s = cfg.evaluate.examples_sigma_255 or max(sigmas)
+    s = cfg.evaluate.examples_sigma_255
+    s = max(sigmas) if s is None else s
     shown = clean[:4]
     noisy = noisy_images(shown, s / 255, cfg.seed, 10_000).to(device)
     columns = {"noisy": noisy}

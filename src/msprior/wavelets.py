@@ -36,6 +36,7 @@ __all__ = [
     "wavedec",
     "waverec",
     "filters",
+    "filter_length",
 ]
 
 _LEVEL_GAIN = 2.0  # gain of one orthonormal 2-D low-pass level on a constant image
@@ -55,6 +56,11 @@ def _filter_bank(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(wavelet.dec_lo), tuple(wavelet.dec_hi)
 
 
+def filter_length(name: str) -> int:
+    """Taps of the orthogonal wavelet ``name`` (2 for Haar); ValueError if unusable."""
+    return len(_filter_bank(name)[0])
+
+
 def filters(name: str, *, dtype=torch.float32, device=None) -> Tensor:
     """The four 2-D analysis kernels of one level, as a ``conv2d`` weight.
 
@@ -72,6 +78,8 @@ def filters(name: str, *, dtype=torch.float32, device=None) -> Tensor:
 
 
 def _check_even(x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 2:
         raise ValueError(
             f"expected at least 2 dimensions (H, W), got shape {tuple(x.shape)}"
@@ -83,7 +91,7 @@ def _check_even(x: Tensor) -> None:
 
 def _is_haar(name: str) -> bool:
     """Haar (``db1``): the only orthogonal filter of length 2."""
-    return len(_filter_bank(name)[0]) == 2
+    return filter_length(name) == 2
 
 
 def _haar_analysis(x: Tensor) -> Tensor:
@@ -156,6 +164,11 @@ def dwt(x: Tensor, wavelet: str = "haar") -> tuple[Tensor, Tensor]:
     kernel = filters(wavelet, dtype=x.dtype, device=x.device)
     size = kernel.shape[-1]
     left, right = size // 2 - 1, size // 2
+    if right > min(h, w):
+        raise ValueError(
+            f"wavelet {wavelet!r} ({size} taps) is too long for a {h} x {w} image: "
+            "periodic extension would wrap more than once"
+        )
     flat = x.reshape(-1, 1, h, w)  # (N, 1, H, W)
     flat = F.pad(flat, (left, right, left, right), mode="circular")
     bands = F.conv2d(flat, kernel, stride=2) / _LEVEL_GAIN  # (N, 4, H/2, W/2)
@@ -253,4 +266,6 @@ def band_noise_std(sigma: float, level: int) -> float:
     """
     if level < 0:
         raise ValueError(f"level must be >= 0, got {level}")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
     return sigma / 2**level
