@@ -260,6 +260,29 @@ def test_partition_file_errors(tmp_path):
     escaping.write_text("../000001.jpg 0\n")
     with pytest.raises(ValueError, match="not a plain file name"):
         read_partition(escaping)
+    twice = tmp_path / "c.txt"  # a test image also listed for training
+    twice.write_text("000001.jpg 0\n000002.jpg 1\n000001.jpg 2\n")
+    with pytest.raises(ValueError, match=r"c.txt:3: 000001.jpg is listed again .*1"):
+        read_partition(twice)
+    binary = tmp_path / "d.txt"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(ValueError, match="d.txt is not a text split file"):
+        read_partition(binary)
+
+
+def test_a_required_split_left_empty_stops_before_decoding(tmp_path):
+    folder = _face_folder(tmp_path / "images", 10)
+    cfg = _folder_cfg(folder, split_fractions=(1.0, 0.0, 0.0))
+    out = tmp_path / "out" / "faces.h5"
+    with pytest.raises(ValueError, match=r"the test split would be empty .*1.0, 0.0"):
+        prepare_faces(cfg, out, seed=0, require=("test",))
+    assert not out.exists()
+    capped = _folder_cfg(folder, max_images={"valid": 0})
+    with pytest.raises(ValueError, match=r"valid split .*max_images \{'valid': 0\}"):
+        prepare_faces(capped, out, seed=0, require=("train", "valid", "test"))
+    # what is not required may be empty: published networks need test images only
+    prepare_faces(cfg, out, seed=0, require=("train",))
+    assert load_split(out, "test").shape[0] == 0
 
 
 def test_celeba_absent_without_download_says_how_to_provide_it(tmp_path):

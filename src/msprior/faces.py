@@ -318,8 +318,14 @@ def read_partition(path: str | os.PathLike) -> dict[str, list[str]]:
     """
     path = Path(path)
     splits: dict[str, list[str]] = {split: [] for split in SPLITS}
-    with open(path, newline="") as f:
-        text = f.read()
+    first_line: dict[str, int] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not a text split file (list_eval_partition.txt or .csv): {err}"
+        ) from None
     is_csv = "," in text.split("\n", 1)[0]
     rows = (
         csv.reader(io.StringIO(text))
@@ -339,6 +345,12 @@ def read_partition(path: str | os.PathLike) -> dict[str, list[str]]:
         name = row[0].strip()
         if "/" in name or "\\" in name or name in ("", ".", ".."):
             raise ValueError(f"{path}:{lineno}: {name!r} is not a plain file name")
+        if name in first_line:  # in two splits, a test image would be trained on
+            raise ValueError(
+                f"{path}:{lineno}: {name} is listed again (first at line "
+                f"{first_line[name]}); each image belongs to one split"
+            )
+        first_line[name] = lineno
         splits[SPLITS[int(row[1])]].append(name)
     if not any(splits.values()):
         raise ValueError(f"{path}: the split file lists no image")
@@ -560,6 +572,21 @@ def _write_split(
     return images.shape[0]
 
 
+def _check_required(sizes: dict, require, cfg: DataConfig, what: str) -> None:
+    empty = [split for split in require if not sizes[split]]
+    if empty:
+        caps = f", data.max_images {cfg.max_images}" if cfg.max_images else ""
+        how = (
+            "the split file lists none there"
+            if cfg.source == "celeba"
+            else f"data.split_fractions {list(cfg.split_fractions)}"
+        )
+        raise ValueError(
+            f"the {' and '.join(empty)} split {what} ({how}{caps}); training needs "
+            "train and valid images, evaluation test images; no output written"
+        )
+
+
 def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -570,6 +597,7 @@ def prepare_faces(
     *,
     seed: int,
     workers: int | None = None,
+    require: tuple[str, ...] = (),
 ) -> dict:
     """Read faces from ``cfg.source`` and write the preprocessed ``faces.h5``.
 
@@ -583,6 +611,10 @@ def prepare_faces(
         Seeds the train/valid/test split of the ``embedded`` and ``folder`` sources.
     workers : int, optional
         Decoding threads; default: the CPUs this process may use, at most 4.
+    require : tuple of str
+        Splits that must not come out empty (training needs train and valid,
+        evaluation test); an empty one stops the run, before anything is decoded if
+        nothing is listed for it.
 
     Returns
     -------
@@ -611,6 +643,7 @@ def prepare_faces(
         workers = min(4, available)
     plan = _make_plan(cfg, seed)
     try:
+        _check_required(plan.splits, require, cfg, "would be empty")
         total = sum(len(names) for names in plan.splits.values())
         logger.info(
             "faces from %s: %s",
@@ -627,6 +660,7 @@ def prepare_faces(
             try:
                 for split in SPLITS:
                     counts[split] = _write_split(f, split, plan, pool, cfg.size, bad)
+                _check_required(counts, require, cfg, "has no usable image")
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
