@@ -2,8 +2,13 @@ import pytest
 import torch
 
 from msprior.evaluation import denoising_table, noisy_images
-from msprior.multiscale import MultiScaleModel, super_resolve, synthesize
-from msprior.networks import BFCNN, NetworkSpec
+from msprior.multiscale import (
+    MultiScaleModel,
+    load_multiscale,
+    super_resolve,
+    synthesize,
+)
+from msprior.networks import BFCNN, NetworkSpec, save_model
 from msprior.sampling import SamplerSettings, generators_for
 from msprior.wavelets import wavedec, waverec
 
@@ -82,3 +87,44 @@ def test_denoising_table_shares_the_noise_between_models():
     ident = table[table.model == "id"]
     assert (ident.psnr_in - ident.psnr_out).abs().max() < 1e-9
     assert table.psnr_in.iloc[0] > table.psnr_in.iloc[2]
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """Tiny model files as training writes them: role, level and wavelet recorded."""
+    specs = {
+        "lowpass": (NetworkSpec("lowpass", 4, 8, 9), 2),
+        "j1": (NetworkSpec("conditional", 4, 8, 5), 1),
+        "j2": (NetworkSpec("conditional", 4, 8, 5), 2),
+        "flat": (NetworkSpec("flat", 4, 8, 5), 0),
+    }
+    paths = {}
+    for name, (spec, level) in specs.items():
+        paths[name] = tmp_path / f"{name}.pt"
+        extra = {"level": level, "wavelet": "haar"}
+        save_model(paths[name], BFCNN(spec), step=0, extra=extra)
+    return paths
+
+
+def test_loaded_networks_are_checked_against_their_slots(saved):
+    s = saved
+    model = load_multiscale(s["lowpass"], {1: s["j1"], 2: s["j2"]}, "db1")  # = haar
+    assert model.levels == 2
+    wrong = [
+        ((s["j1"], {1: s["j1"], 2: s["j2"]}, "haar"), "low-pass network is a cond"),
+        ((s["flat"], {1: s["j1"], 2: s["j2"]}, "haar"), "low-pass network is a flat"),
+        ((s["lowpass"], {1: s["j2"], 2: s["j1"]}, "haar"), "level 1 .* for level 2"),
+        ((s["lowpass"], {1: s["j1"]}, "haar"), "low-pass of level 2, not 1"),
+        ((s["lowpass"], {1: s["j1"], 2: s["j2"]}, "db4"), "on 'haar' .*not 'db4'"),
+    ]
+    for args, message in wrong:
+        with pytest.raises(ValueError, match=message):
+            load_multiscale(*args)
+
+
+def test_denoise_names_a_wrong_shape_or_dtype():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\), got \(1, 16, 16\)"):
+        model.denoise(torch.rand(1, 16, 16))
+    with pytest.raises(TypeError, match="torch.float64 but the networks are"):
+        model.denoise(torch.rand(1, 1, 16, 16, dtype=torch.float64))

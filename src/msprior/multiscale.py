@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from msprior.sampling import SamplerSettings, Trace, initial_state, sample
-from msprior.wavelets import idwt, wavedec
+from msprior.wavelets import filters, idwt, wavedec
 
 __all__ = ["MultiScaleModel", "load_multiscale", "synthesize", "super_resolve"]
 
@@ -43,6 +43,10 @@ class MultiScaleModel:
             raise ValueError(
                 f"conditional networks must cover levels 1..J, got levels {levels}"
             )
+        # Networks loaded from files (load_model) say what they are; check it.
+        _check_network(self.lowpass, "lowpass", len(levels), self.wavelet)
+        for j, net in self.conditionals.items():
+            _check_network(net, "conditional", j, self.wavelet)
 
     @property
     def levels(self) -> int:
@@ -54,6 +58,16 @@ class MultiScaleModel:
 
         With ``lowpass_only``, the details are set to zero: the denoised low-pass alone.
         """
+        if noisy.dim() != 4 or noisy.shape[1] != 1:
+            raise ValueError(
+                f"expected grey images of shape (B, 1, H, W), got {tuple(noisy.shape)}"
+            )
+        weight = next(iter(self.lowpass.parameters()), None)
+        if weight is not None and noisy.dtype != weight.dtype:
+            raise TypeError(
+                f"images are {noisy.dtype} but the networks are {weight.dtype}; "
+                f"convert them with .to({weight.dtype})"
+            )
         low, details = wavedec(noisy, self.levels, self.wavelet)
         x = low - self.lowpass(low)  # (B, 1, H/2^J, W/2^J)
         for j in range(self.levels, 0, -1):
@@ -75,6 +89,33 @@ class MultiScaleModel:
         if cond is not None:
             raise ValueError("a multi-scale model takes no `cond`")
         return noisy - self.denoise(noisy)
+
+
+def _check_network(net: nn.Module, role: str, level: int, wavelet: str) -> None:
+    """Refuse a network whose recorded role, level or wavelet is not the slot's."""
+    spec = getattr(net, "spec", None)
+    if spec is None:  # any callable module: nothing recorded to check
+        return
+    slot = "low-pass" if role == "lowpass" else f"level {level} conditional"
+    if spec.role != role:
+        raise ValueError(f"the {slot} network is a {spec.role} network ({spec})")
+    extra = getattr(net, "extra", {})
+    if extra.get("level") is not None and extra["level"] != level:
+        where = "the low-pass of level" if role == "lowpass" else "level"
+        raise ValueError(
+            f"the {slot} network was trained for {where} {extra['level']}, not {level}"
+        )
+    trained_on = extra.get("wavelet")
+    if trained_on is not None and _bank(trained_on) != _bank(wavelet):
+        raise ValueError(
+            f"the {slot} network was trained on {trained_on!r} coefficients, "
+            f"not {wavelet!r}"
+        )
+
+
+def _bank(name: str) -> list:
+    """The filters behind a name: ``db1`` and ``haar`` are the same wavelet."""
+    return filters(name).tolist()
 
 
 def _upsampled_details(

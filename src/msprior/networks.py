@@ -306,4 +306,5 @@ def load_model(path, map_location="cpu", *, fold: bool = False) -> BFCNN:
     network = BFCNN(NetworkSpec(**blob["spec"]))
     network.load_state_dict(blob["state_dict"])
     network.eval()
+    network.extra = dict(blob.get("extra") or {})  # level, wavelet, origin
     return network.fold_batch_norm_() if fold else network

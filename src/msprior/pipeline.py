@@ -149,7 +149,7 @@ def run_training(
         metrics=running,
         seed=cfg.seed,
         device=cfg.device,
-        extra={"name": name, "run": cfg.run},
+        extra={"name": name, "run": cfg.run, "wavelet": cfg.wavelet.name},
     )
     with atomic_path(metrics) as tmp:
         tmp.write_bytes(running.read_bytes())

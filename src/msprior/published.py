@@ -467,6 +467,7 @@ def import_published(
         "sha256": sha256,
         "setting": model.setting,
         "level": model.level,
+        "wavelet": CONVENTIONS[model.setting]["wavelet"],
         "commit": PUBLISHED_COMMIT,
     }
     save_model(out_path, network, step=0, extra=extra)
