@@ -506,3 +506,11 @@ def test_download_then_prepare(tmp_path, official_server, monkeypatch):
     with h5py.File(tmp_path / "f.h5", "r") as f:
         checksums = json.loads(f.attrs["checksums"])
     assert checksums["img_align_celeba.zip"] == patched["zip"].md5
+
+
+def test_a_file_that_is_no_image_is_named_as_such():
+    from msprior import faces
+
+    with pytest.raises(faces._BadImage) as info:
+        faces._decode_grey(b"a text file called x.jpg", 10**6)
+    assert str(info.value) == "cannot decode: not an image format Pillow knows"

@@ -119,6 +119,14 @@ def test_load_refuses_foreign_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a model file"):
         load_model(tmp_path / "other.pt")
+    (tmp_path / "notes.pt").write_text("not a torch file\n")
+    with pytest.raises(ValueError, match="notes.pt is not a readable torch file"):
+        load_model(tmp_path / "notes.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "cut.pt")
+    data = (tmp_path / "cut.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.pt is not a readable torch file"):
+        load_model(tmp_path / "cut.pt")
 
 
 def test_bad_specs_are_named():

@@ -284,8 +284,10 @@ def test_fetch_published_refuses_a_file_with_the_wrong_checksum(
 @pytest.mark.shared_data
 def test_fetch_published_reports_a_missing_file(release_server, tmp_path):
     _, base_url = release_server
-    with pytest.raises(DownloadError, match="404"):
+    with pytest.raises(DownloadError, match="404") as info:
         fetch_published(tmp_path / "cache", [LOWPASS], base_url=base_url, timeout=10)
+    assert "holds no copy" in str(info.value)
+    assert "point networks.published_dir at it" in str(info.value)
     with pytest.raises(ValueError, match="not a published model file"):
         fetch_published(tmp_path / "cache", ["flat/x/model.pt"], base_url=base_url)
 

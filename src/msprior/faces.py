@@ -121,6 +121,8 @@ def _decode_grey(data: bytes, max_pixels: int) -> np.ndarray:
         raise _BadImage(f"decompression bomb guard (Pillow): {err}") from None
     except _BadImage:
         raise
+    except Image.UnidentifiedImageError:  # its message holds a BytesIO's repr
+        raise _BadImage("cannot decode: not an image format Pillow knows") from None
     except Exception as err:  # Pillow raises many types on broken files
         raise _BadImage(f"cannot decode: {type(err).__name__}: {err}") from None
     if pixels.ndim == 2:

@@ -64,14 +64,44 @@ def save_torch(obj, path: str | os.PathLike) -> None:
 
 def load_torch(path: str | os.PathLike, map_location="cpu"):
     """Load tensors and plain data only; never unpickles arbitrary objects."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        IndexError,
+        KeyError,
+    ) as err:
+        if not Path(path).is_file():
+            raise
+        why = (
+            "it holds objects other than tensors and plain data, or is no torch file"
+            if isinstance(err, pickle.UnpicklingError)
+            else f"{type(err).__name__}: {err}"
+        )
+        raise ValueError(
+            f"{path} is not a readable torch file ({why}); it may be truncated or "
+            "another file under that name"
+        ) from None
 
 
 def write_json(obj, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _installed(distribution: str, fallback: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return fallback
 
 
 def _git_commit() -> str | None:
@@ -104,7 +134,8 @@ def provenance(config: dict | None = None, seed: int | None = None) -> dict:
             "python": sys.version.split()[0],
             "torch": torch.__version__,
             "numpy": numpy.__version__,
-            "pywavelets": pywt.__version__,
+            # the 1.9.0 wheel's pywt.__version__ says 1.8.0; the metadata is right
+            "pywavelets": _installed("PyWavelets", pywt.__version__),
             "h5py": h5py.__version__,
         },
         "commit": _git_commit(),

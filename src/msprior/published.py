@@ -32,7 +32,7 @@ from types import MappingProxyType
 
 import torch
 
-from msprior.download import ChecksumError, download, file_digest
+from msprior.download import ChecksumError, DownloadError, download, file_digest
 from msprior.networks import BFCNN, NetworkSpec, save_model
 
 __all__ = [
@@ -113,11 +113,12 @@ CONVENTIONS: Mapping[str, Mapping] = MappingProxyType(
 _CHECKED_KEYS = ("size", "levels", "wavelet", "crop", "depth", "width", "lowpass_depth")
 _WAVELET_ALIASES = {"db1": "haar"}
 
-_HTML_HINT = (
-    "GitHub did not serve the file. Download the folder denoisers/ of "
+_BY_HAND = (
+    "Download the folder denoisers/ of "
     f"https://github.com/{PUBLISHED_REPOSITORY} at commit {PUBLISHED_COMMIT} by hand "
     "and point networks.published_dir at it (the files keep their relative paths)."
 )
+_HTML_HINT = f"GitHub did not serve the file. {_BY_HAND}"
 
 _NAME = re.compile(
     r"(?P<kind>flat|multi_scale)/(?P<setting>[^/]+)/noise_range_0to255_"
@@ -294,13 +295,20 @@ def fetch_published(
     dest_dir = Path(dest_dir)
     out = {}
     for model in _models(files):
-        out[model.relpath] = download(
-            f"{base_url.rstrip('/')}/{model.relpath}",
-            dest_dir / model.relpath,
-            sha256=model.sha256,
-            html_hint=_HTML_HINT,
-            timeout=timeout,
-        )
+        try:
+            out[model.relpath] = download(
+                f"{base_url.rstrip('/')}/{model.relpath}",
+                dest_dir / model.relpath,
+                sha256=model.sha256,
+                html_hint=_HTML_HINT,
+                timeout=timeout,
+            )
+        except DownloadError as err:
+            if _BY_HAND in str(err):
+                raise
+            raise DownloadError(
+                f"{err}; {dest_dir} holds no copy of {model.relpath}. {_BY_HAND}"
+            ) from err
     return out
 
 
