@@ -2,7 +2,7 @@
 #
 #   snakemake --cores 8 all                                   # the default config
 #   snakemake --cores 8 --configfile config/presets/X.yaml all
-#   snakemake --report report.html                            # after a run
+#   snakemake --report results/report.html                    # after a run
 #
 # The config is validated against workflow/schemas/config.schema.yaml, then built into
 # the typed msprior.config.Config, before any job runs. All the maths lives in the

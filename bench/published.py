@@ -27,7 +27,7 @@ from msprior.sampling import SamplerSettings, generators_for, step_size
 SETTING = "celebA_160x160_gray"
 
 # Flat RF 43 on the first 100 test images of the subset, measured with the published
-# code (DESIGN.md): sigma_255 -> mean PSNR in dB. A check that the networks run right.
+# code: sigma_255 -> mean PSNR in dB. A check that the networks run right.
 FLAT43_REFERENCE = {20.0: 31.64, 100.0: 24.50}
 
 

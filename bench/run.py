@@ -260,7 +260,7 @@ def row_denoising(sizes: Sizes, tmp: Path) -> Row:
     if row.meets is False:
         row.bound += (
             f" The flat RF 43 PSNR differs from the one measured with the published "
-            f"code on the same 100 images (DESIGN.md: {published.FLAT43_REFERENCE}) by "
+            f"code on the same 100 images ({published.FLAT43_REFERENCE}) by "
             f"{off} dB, so these networks do not run as released" + _first_layer_note()
         )
     return row

@@ -56,7 +56,8 @@ def training_curve(metrics_path, *paths, title: str = "") -> None:
     if len(df):
         a.plot(df["step"], df["loss"], color="k")
         a.set_yscale("log")
-        for col in sorted(c for c in df if c.startswith("valid_psnr_")):
+        valid = [c for c in df if c.startswith("valid_psnr_")]
+        for col in sorted(valid, key=lambda c: float(c[len("valid_psnr_") :])):
             b.plot(df["step"], df[col], marker=".", label=f"sigma {col[11:]}/255")
         b.legend(fontsize=7)
     a.set(xlabel="step", ylabel="loss")

@@ -4,7 +4,7 @@ A job trains one network (a :class:`Task`): the coarsest low-pass, the condition
 network of one level, or a flat pixel-domain baseline. Scale index ``j`` runs from fine
 to coarse, ``j = 1`` being the finest detail level; the flat network works at ``j = 0``.
 
-Recipe (DESIGN.md): noise ``sigma = (k / 255) ** 2`` with ``k`` uniform in
+The paper's recipe: noise ``sigma = (k / 255) ** 2`` with ``k`` uniform in
 ``{0 .. 254}`` (images in [0, 1]); loss = summed squared error of the noise estimate
 divided by the batch size; Adam at ``lr``, halved every ``halve_every_base * 4**e``
 epochs, for ``epochs_base * 4**e`` epochs, ``e = max(j - 1, 0)`` (``e = 0`` for the
