@@ -85,7 +85,7 @@ def _face_folder(root: Path, n: int, seed: int = 0) -> Path:
 
 
 def _folder_cfg(folder: Path, **kw) -> DataConfig:
-    return DataConfig(source="folder", folder=str(folder), size=8, **kw)
+    return DataConfig(**{"source": "folder", "folder": str(folder), "size": 8} | kw)
 
 
 def _no_h5_left(folder: Path) -> bool:
@@ -514,3 +514,9 @@ def test_a_file_that_is_no_image_is_named_as_such():
     with pytest.raises(faces._BadImage) as info:
         faces._decode_grey(b"a text file called x.jpg", 10**6)
     assert str(info.value) == "cannot decode: not an image format Pillow knows"
+
+
+def test_images_smaller_than_the_size_are_upscaled_with_a_warning(tmp_path):
+    folder = _face_folder(tmp_path / "images", 4)  # 16-24 pixels a side
+    with pytest.warns(UserWarning, match="smaller than data.size and are upscaled"):
+        prepare_faces(_folder_cfg(folder, size=32), tmp_path / "f.h5", seed=0)

@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -132,9 +133,15 @@ def _decode_grey(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def _shape_image(
-    grey: np.ndarray, crop: tuple[int, int, int, int] | None, size: int
+    grey: np.ndarray,
+    crop: tuple[int, int, int, int] | None,
+    size: int,
+    warn_upscale: bool = True,
 ) -> np.ndarray:
-    """Crop, centre a square, resize to (size, size); float32 in [0, 1]."""
+    """Crop, centre a square, resize to (size, size); float32 in [0, 1].
+
+    Upscaling blurs; it is warned about (once a run) unless asked for, as the
+    embedded 25 x 25 faces are."""
     height, width = grey.shape
     if crop is not None:
         top, bottom, left, right = crop
@@ -148,6 +155,11 @@ def _shape_image(
     if height != width:
         row, col = (height - side) // 2, (width - side) // 2
         grey = grey[row : row + side, col : col + side]
+    if side < size and warn_upscale:  # once a run (the warning registry), logged
+        warnings.warn(
+            "some images are smaller than data.size and are upscaled, hence blurred",
+            stacklevel=2,
+        )
     if side != size:
         image = Image.fromarray(np.ascontiguousarray(grey, dtype=np.float32), mode="F")
         image = image.resize((size, size), Image.Resampling.LANCZOS)
@@ -192,7 +204,7 @@ def _embedded_plan(cfg: DataConfig, seed: int) -> _Plan:
     return _Plan(
         splits=_random_split(names, cfg.split_fractions, seed),
         load=lambda name: faces[index[name]],
-        prepare=lambda grey: _shape_image(grey, cfg.crop, cfg.size),
+        prepare=lambda grey: _shape_image(grey, cfg.crop, cfg.size, warn_upscale=False),
         attrs={"inputs": {"skimage.data.lfw_subset": f"images 0-{EMBEDDED_FACES - 1}"}},
     )
 
