@@ -172,6 +172,7 @@ def _transfer(
     try:
         response = _open(url, offset, timeout)
     except urllib.error.HTTPError as err:
+        err.close()  # its open response would otherwise live as long as the error
         if err.code == 416 and offset:
             # The .part already holds at least the whole file; let the checksum judge.
             logger.info("%s: server has no bytes past %d", part.name, offset)
