@@ -39,8 +39,9 @@ SMALL = TrainConfig(
 COND = Task(NetworkSpec("conditional", 4, 8, 5), level=1)
 
 
-def run(task, data, out, cfg=SMALL, seed=0):
-    path = data["faces"] if task.spec.role == "flat" else data["wavelets"]
+def run(task, data, out, cfg=SMALL, seed=0, path=None):
+    if path is None:
+        path = data["faces"] if task.spec.role == "flat" else data["wavelets"]
     return train(
         task,
         cfg,
@@ -242,16 +243,7 @@ def test_changed_training_data_trains_afresh(embedded_data, tmp_path, caplog):
     with h5py.File(other, "a") as f:
         f.attrs["faces_md5"] = "0" * 32  # as if made from other faces
     run(COND, embedded_data, tmp_path / "out")
-    train(
-        COND,
-        SMALL,
-        train_path=other,
-        valid_path=other,
-        out_model=tmp_path / "out" / "model.pt",
-        checkpoint=tmp_path / "out" / "ckpt.pt",
-        metrics=tmp_path / "out" / "metrics.jsonl",
-        device="cpu",
-    )
+    run(COND, embedded_data, tmp_path / "out", path=other)
     assert "another configuration (data)" in caplog.text
 
 
