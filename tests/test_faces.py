@@ -140,6 +140,12 @@ def test_embedded_split_depends_on_seed_only(tmp_path):
     assert names(1, "a.h5") == names(1, "b.h5")
     assert names(1, "a.h5") != names(2, "c.h5")
 
+    def digest(name):
+        with h5py.File(tmp_path / name, "r") as f:
+            return f.attrs["content_sha256"]
+
+    assert digest("a.h5") == digest("b.h5") != digest("c.h5")
+
 
 def test_max_images_caps_each_split(tmp_path):
     cfg = DataConfig(max_images={"train": 7, "test": 2})

@@ -237,14 +237,39 @@ def test_changed_recipe_or_seed_trains_afresh(embedded_data, tmp_path, caplog):
     assert "another configuration (seed)" in caplog.text
 
 
+def _relabelled(src, dst, **attrs):
+    shutil.copy(src, dst)
+    with h5py.File(dst, "a") as f:
+        f.attrs.update(attrs)
+    return dst
+
+
 def test_changed_training_data_trains_afresh(embedded_data, tmp_path, caplog):
-    other = tmp_path / "wavelets.h5"
-    shutil.copy(embedded_data["wavelets"], other)
-    with h5py.File(other, "a") as f:
-        f.attrs["faces_md5"] = "0" * 32  # as if made from other faces
+    caplog.set_level(logging.INFO, "msprior.training")
     run(COND, embedded_data, tmp_path / "out")
+    # the same faces, written by another commit on another machine: resumed
+    rewritten = _relabelled(
+        embedded_data["wavelets"],
+        tmp_path / "rewritten.h5",
+        faces_md5="1" * 32,
+        faces_path="/elsewhere/faces.h5",
+        created_by='{"commit": "abc", "machine": {}}',
+    )
+    run(COND, embedded_data, tmp_path / "out", path=rewritten)
+    assert "resumed from step 12" in caplog.text
+    other = _relabelled(
+        embedded_data["wavelets"], tmp_path / "other.h5", faces_content_sha256="0" * 64
+    )
     run(COND, embedded_data, tmp_path / "out", path=other)
-    assert "another configuration (data)" in caplog.text
+    assert "another configuration (data.faces_content_sha256)" in caplog.text
+
+
+def test_an_unreadable_checkpoint_is_set_aside(embedded_data, tmp_path, caplog):
+    (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")
+    run(COND, embedded_data, tmp_path)
+    assert "ckpt.pt: unreadable" in caplog.text
+    assert (tmp_path / "ckpt.superseded.pt").read_bytes() == b"half a checkpoint"
+    assert load_torch(tmp_path / "ckpt.pt")["step"] == 12
 
 
 def test_more_steps_continue_the_checkpoint_exactly(embedded_data, tmp_path, caplog):
@@ -285,3 +310,12 @@ def test_data_too_large_for_memory_is_read_per_batch(embedded_data, monkeypatch)
     idx = np.array([7, 2, 5])
     for a, b in zip(in_memory.batch(idx), on_disk.batch(idx), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_gpu_only_settings_count_only_on_a_gpu(embedded_data):
+    path = embedded_data["wavelets"]
+    amp = dataclasses.replace(SMALL, amp=True, channels_last=True)
+    on = {d: training.fingerprint(COND, amp, 0, path, d) for d in ("cpu", "cuda")}
+    off = {d: training.fingerprint(COND, SMALL, 0, path, d) for d in ("cpu", "cuda")}
+    assert on["cpu"] == off["cpu"]
+    assert on["cuda"] != off["cuda"]

@@ -6,7 +6,8 @@ Layout of the output (``wavelets.h5``), one group per split of the faces file::
     {split}/details_{j}   (N, 3, S / 2**j, S / 2**j)   float32, j = 1 .. J
     {split}/names         (N,) str, the source file names
     attrs: wavelet, levels, size, normalisation, band_order, faces_path, faces_md5,
-           n_train, n_valid, n_test, created_by (JSON provenance)
+           faces_content_sha256 (that of the faces file), n_train, n_valid, n_test,
+           created_by (JSON provenance)
 
 ``low_j`` is the low-pass ``x_j`` and ``details_j`` the bands ``xbar_j`` of
 :mod:`msprior.wavelets` (the same normalisation): a conditional network at level ``j``
@@ -150,6 +151,8 @@ def precompute_coefficients(
                     "band_order": BAND_ORDER,
                     "faces_path": str(faces_path.resolve()),
                     "faces_md5": _md5(faces_path),
+                    # what the faces are, whichever commit or machine wrote the file
+                    "faces_content_sha256": faces.attrs.get("content_sha256", ""),
                     **{f"n_{s}": faces[s].shape[0] for s in splits},
                     "created_by": json.dumps(
                         provenance(config={"name": cfg.name, "levels": cfg.levels}),

@@ -24,8 +24,9 @@ Layout of the output (``faces.h5``)::
     train, valid, test              (N, S, S) float32 in [0, 1], chunked along N, lzf
     train_names, valid_names, ...   (N,) str, the source file names
     attrs: source, crop (JSON), size, n_train, n_valid, n_test, seed, grey,
-           resize, checksums (JSON: file name -> md5), inputs (JSON),
-           bad_images (JSON), created_by (JSON provenance)
+           resize, content_sha256 (of the names and pixels, split by split),
+           checksums (JSON: file name -> md5), inputs (JSON), bad_images (JSON),
+           created_by (JSON provenance)
 
 An undecodable image, or one whose header claims more than ``max_pixels`` pixels, is
 skipped and listed; more than ``max_bad_fraction`` of them stops the run. The file is
@@ -39,6 +40,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -565,10 +567,18 @@ def _blocks(names: list[str], plan: _Plan, pool: cf.Executor) -> Iterator[list]:
 
 
 def _write_split(
-    f: h5py.File, split: str, plan: _Plan, pool: cf.Executor, size: int, bad: _BadLedger
+    f: h5py.File,
+    split: str,
+    plan: _Plan,
+    pool: cf.Executor,
+    size: int,
+    bad: _BadLedger,
+    digest,
 ) -> int:
+    """Write one split block by block; ``digest`` (hashlib) sees names and pixels."""
     images, names_ds = _create_split(f, split, size)
     names = plan.splits[split]
+    digest.update(split.encode())
     for jobs in _blocks(names, plan, pool):
         good, good_names = [], []
         for name, future in jobs:
@@ -579,8 +589,11 @@ def _write_split(
             else:
                 good_names.append(name)
         if good:
-            _append(images, np.stack(good))  # (B, S, S)
+            block = np.stack(good)  # (B, S, S) float32
+            _append(images, block)
             _append(names_ds, good_names)
+            digest.update("\n".join(good_names).encode())
+            digest.update(block.tobytes())
         logger.debug("%s: %d / %d images", split, images.shape[0], len(names))
     logger.info("%s: %d images written", split, images.shape[0])
     return images.shape[0]
@@ -672,8 +685,11 @@ def prepare_faces(
             cf.ThreadPoolExecutor(workers, thread_name_prefix="faces") as pool,
         ):
             try:
+                digest = hashlib.sha256()
                 for split in SPLITS:
-                    counts[split] = _write_split(f, split, plan, pool, cfg.size, bad)
+                    counts[split] = _write_split(
+                        f, split, plan, pool, cfg.size, bad, digest
+                    )
                 _check_required(counts, require, cfg, "has no usable image")
             except BaseException:
                 pool.shutdown(cancel_futures=True)
@@ -687,6 +703,7 @@ def prepare_faces(
                     **{f"n_{split}": n for split, n in counts.items()},
                     "grey": "mean of R, G, B, divided by 255, float32 in [0, 1]",
                     "resize": "Pillow LANCZOS (antialiased), clipped to [0, 1]",
+                    "content_sha256": digest.hexdigest(),  # names and pixels
                     "checksums": _json(plan.attrs.get("checksums", {})),
                     "inputs": _json(plan.attrs.get("inputs", {})),
                     "bad_images": _json(bad.items),

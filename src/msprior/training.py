@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -271,30 +270,40 @@ _BOOKKEEPING = frozenset(
 )
 
 
-def _data_identity(path) -> str:
-    """A digest of the training file's recorded origin (its HDF5 attributes, less the
-    versions and machine that wrote it), cheap even for a file of many GB."""
+# Attributes of faces.h5 / wavelets.h5 that say where a file came from or what wrote
+# it (path, commit, machine, versions), not what it holds.
+_PROVENANCE_ATTRS = frozenset({"created_by", "inputs", "faces_path"})
+
+
+def _data_identity(path) -> dict:
+    """What the training file holds, from its HDF5 attributes: the digest of the faces'
+    names and pixels, their counts and preparation, the wavelet. Cheap for a file of
+    many GB; the same whichever commit or machine wrote it. (A file written before
+    the content digest existed is known by its recorded md5s instead.)"""
     with open_h5_read(path) as f:
         attrs = {k: _plain_attr(v) for k, v in f.attrs.items()}
-    created = attrs.pop("created_by", None)
-    if isinstance(created, str):
-        made = json.loads(created)
-        attrs["created_by"] = {k: made.get(k) for k in ("config", "seed")}
-    text = json.dumps(attrs, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    identity = {k: v for k, v in attrs.items() if k not in _PROVENANCE_ATTRS}
+    if identity.get("faces_content_sha256"):
+        identity.pop("faces_md5", None)  # changes with the commit that wrote the faces
+    return identity
 
 
 def _plain_attr(value):
     return value.tolist() if isinstance(value, np.ndarray | np.generic) else value
 
 
-def fingerprint(task: Task, cfg: TrainConfig, seed: int, train_path) -> dict:
+def fingerprint(
+    task: Task, cfg: TrainConfig, seed: int, train_path, device_type: str = "cpu"
+) -> dict:
     """What fixes the path of the weights: a checkpoint resumes only under the same.
 
     The network (spec, level), the seed, the recipe (every :class:`TrainConfig` field
-    but the bookkeeping ones) and the identity of the training data.
+    but the bookkeeping ones; ``amp`` and ``channels_last`` only where they act, on a
+    GPU) and what the training data hold.
     """
     recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _BOOKKEEPING}
+    for key in ("amp", "channels_last"):
+        recipe[key] = recipe[key] and device_type == "cuda"
     return {
         "spec": task.spec.to_dict(),
         "level": task.level,
@@ -341,7 +350,11 @@ def _resume(
     """The step to start from: that of ``path`` if it was written by this very job."""
     if not path.exists():
         return 0
-    state = load_torch(path, map_location=device)
+    try:
+        state = load_torch(path, map_location=device)
+    except ValueError as err:  # saved atomically: a damaged disk, a file put there
+        _set_aside(path, f"unreadable ({err})")
+        return 0
     saved = state.get("fingerprint")
     if saved is None:
         _set_aside(path, "written without a record of its configuration")
@@ -439,7 +452,7 @@ def train(
         optimizer, step_size=halve_every, gamma=0.5
     )
     checkpoint, out_model = Path(checkpoint), Path(out_model)
-    identity = fingerprint(task, cfg, seed, train_path)
+    identity = fingerprint(task, cfg, seed, train_path, dev.type)
     step = _resume(checkpoint, network, optimizer, scheduler, identity, total, dev)
     metrics_file = _Metrics(Path(metrics), step)
     valid_batch = valid.batch(np.arange(len(valid)))
