@@ -142,6 +142,26 @@ def test_a_rerun_recomputes_nothing(tiny_run):
 
 
 @pytest.mark.slow
+def test_a_changed_seed_reruns_every_rule_that_draws_from_it(tiny_run):
+    _, config, _ = tiny_run
+    again = snakemake("all", "--dry-run", "--configfile", config, "--config", "seed=1")
+    assert again.returncode == 0, again.stderr[-4000:]
+    out = again.stdout + again.stderr
+    for rule in (
+        "prepare_faces",
+        "train_lowpass",
+        "train_conditional",
+        "train_flat",
+        "evaluate_denoising",
+        "synthesize",
+        "synthesize_flat",
+        "super_resolve",
+        "inpaint",
+    ):
+        assert f"rule {rule}:" in out, rule
+
+
+@pytest.mark.slow
 def test_report_holds_every_figure(tiny_run):
     root, config, _ = tiny_run
     report = root / "report.html"

@@ -58,6 +58,8 @@ class MultiScaleModel:
 
         With ``lowpass_only``, the details are set to zero: the denoised low-pass alone.
         """
+        if not isinstance(noisy, Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(noisy).__name__}")
         if noisy.dim() != 4 or noisy.shape[1] != 1:
             raise ValueError(
                 f"expected grey images of shape (B, 1, H, W), got {tuple(noisy.shape)}"
@@ -100,10 +102,15 @@ def _check_network(net: nn.Module, role: str, level: int, wavelet: str) -> None:
     if spec.role != role:
         raise ValueError(f"the {slot} network is a {spec.role} network ({spec})")
     extra = getattr(net, "extra", {})
-    if extra.get("level") is not None and extra["level"] != level:
-        where = "the low-pass of level" if role == "lowpass" else "level"
+    trained_for = extra.get("level")
+    if trained_for is not None and trained_for != level:
+        if role == "lowpass":
+            raise ValueError(
+                f"the low-pass network is that of a {trained_for}-level model, but the "
+                f"conditional networks given are for levels 1..{level}"
+            )
         raise ValueError(
-            f"the {slot} network was trained for {where} {extra['level']}, not {level}"
+            f"the {slot} network was trained for level {trained_for}, not {level}"
         )
     trained_on = extra.get("wavelet")
     if trained_on is not None and _bank(trained_on) != _bank(wavelet):

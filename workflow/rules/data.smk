@@ -16,6 +16,7 @@ rule prepare_faces:
         ensure(FACES, non_empty=True),
     params:
         data=config["data"],  # a changed data section reruns this rule
+        seed=config["seed"],  # the split of the embedded and folder faces
     log:
         f"{RUN}/logs/prepare_faces.log",
     benchmark:

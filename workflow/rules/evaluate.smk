@@ -28,6 +28,7 @@ rule evaluate_denoising:
     params:
         names=list(all_models()),
         settings=config["evaluate"],
+        seed=config["seed"],
     log:
         f"{RUN}/logs/evaluate_denoising.log",
     benchmark:
@@ -54,6 +55,7 @@ rule reference_comparison:
     params:
         names=list(all_models()),
         settings=config["evaluate"],
+        seed=config["seed"],
     log:
         f"{RUN}/logs/reference_comparison.log",
     benchmark:

@@ -22,6 +22,7 @@ rule synthesize:
     params:
         names=list(multiscale_models()),
         settings=config["sample"],
+        seed=config["seed"],
     log:
         f"{RUN}/logs/synthesize.log",
     benchmark:
@@ -48,6 +49,7 @@ rule synthesize_flat:
         grid_pdf=f"{RUN}/figures/samples_flat.pdf",
     params:
         settings=config["sample"],
+        seed=config["seed"],
     log:
         f"{RUN}/logs/synthesize_flat.log",
     benchmark:
@@ -75,6 +77,7 @@ rule super_resolve:
     params:
         names=list(multiscale_models()),
         settings=config["sample"],
+        seed=config["seed"],
     log:
         f"{RUN}/logs/super_resolve.log",
     benchmark:
@@ -101,6 +104,7 @@ rule inpaint:
     params:
         names=list(multiscale_models()),
         settings=config["sample"],
+        seed=config["seed"],
     log:
         f"{RUN}/logs/inpaint.log",
     benchmark:

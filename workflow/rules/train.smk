@@ -28,6 +28,7 @@ if CFG.networks.source == "trained":
             name="lowpass",
             work=f"{RUN}/models/lowpass/work",
             settings=[config["networks"], config["train"]],
+            seed=config["seed"],
         log:
             f"{RUN}/logs/train_lowpass.log",
         benchmark:
@@ -55,6 +56,7 @@ if CFG.networks.source == "trained":
             name=lambda wc: f"conditional_j{wc.level}_rf{wc.rf}",
             work=f"{RUN}/models/conditional_j{{level}}_rf{{rf}}/work",
             settings=[config["networks"], config["train"]],
+            seed=config["seed"],
         wildcard_constraints:
             level=r"\d+",
             rf=r"\d+",
@@ -85,6 +87,7 @@ if CFG.networks.source == "trained":
             name=lambda wc: f"flat_rf{wc.rf}",
             work=f"{RUN}/models/flat_rf{{rf}}/work",
             settings=[config["networks"], config["train"]],
+            seed=config["seed"],
         wildcard_constraints:
             rf=r"\d+",
         log:
