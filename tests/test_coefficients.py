@@ -101,6 +101,13 @@ def test_readers_max_images_and_errors(haar_h5):
         read_lowpass(haar_h5, "training", 1)
 
 
+def test_a_truncated_file_is_named(haar_h5, tmp_path):
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(haar_h5.read_bytes()[:5000])
+    with pytest.raises(OSError, match="cut.h5 cannot be read as HDF5 .*truncated"):
+        read_level(cut, "train", 1)
+
+
 def test_bad_config_is_refused_and_writes_nothing(faces_h5, tmp_path):
     with pytest.raises(ValueError, match="not divisible by 2\\*\\*wavelet.levels"):
         precompute_coefficients(faces_h5, tmp_path / "w.h5", WaveletConfig("haar", 6))

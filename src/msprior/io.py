@@ -51,7 +51,13 @@ def open_h5_read(path: str | os.PathLike) -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such HDF5 file: {path}")
-    return h5py.File(path, "r", locking=False)
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as err:  # h5py's message does not name the file
+        raise OSError(
+            f"{path} cannot be read as HDF5 ({err}); it may be truncated: delete it "
+            "and rerun the rule that writes it"
+        ) from None
 
 
 def save_torch(obj, path: str | os.PathLike) -> None:
