@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from msprior.sampling import SamplerSettings, Trace, initial_state, sample
-from msprior.wavelets import filters, idwt, wavedec
+from msprior.wavelets import idwt, same_wavelet, wavedec
 
 __all__ = ["MultiScaleModel", "load_multiscale", "synthesize", "super_resolve"]
 
@@ -113,16 +113,11 @@ def _check_network(net: nn.Module, role: str, level: int, wavelet: str) -> None:
             f"the {slot} network was trained for level {trained_for}, not {level}"
         )
     trained_on = extra.get("wavelet")
-    if trained_on is not None and _bank(trained_on) != _bank(wavelet):
+    if trained_on is not None and not same_wavelet(trained_on, wavelet):
         raise ValueError(
             f"the {slot} network was trained on {trained_on!r} coefficients, "
             f"not {wavelet!r}"
         )
-
-
-def _bank(name: str) -> list:
-    """The filters behind a name: ``db1`` and ``haar`` are the same wavelet."""
-    return filters(name).tolist()
 
 
 def _upsampled_details(

@@ -37,6 +37,7 @@ __all__ = [
     "waverec",
     "filters",
     "filter_length",
+    "same_wavelet",
 ]
 
 _LEVEL_GAIN = 2.0  # gain of one orthonormal 2-D low-pass level on a constant image
@@ -59,6 +60,11 @@ def _filter_bank(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def filter_length(name: str) -> int:
     """Taps of the orthogonal wavelet ``name`` (2 for Haar); ValueError if unusable."""
     return len(_filter_bank(name)[0])
+
+
+def same_wavelet(a: str, b: str) -> bool:
+    """Whether two names give the same filters (``db1`` and ``haar`` do)."""
+    return _filter_bank(a) == _filter_bank(b)
 
 
 def filters(name: str, *, dtype=torch.float32, device=None) -> Tensor:
