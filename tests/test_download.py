@@ -46,8 +46,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         sent = body[start:]
         if srv.truncate_at is not None:
             sent = sent[: srv.truncate_at]
-        self.wfile.write(sent)
+        # Count before writing: the client may have read every byte and returned
+        # before this thread runs again, so a count after the write can lag.
         srv.bytes_sent += len(sent)
+        self.wfile.write(sent)
 
 
 @pytest.fixture
