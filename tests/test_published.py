@@ -174,6 +174,9 @@ def test_check_conventions_names_every_contradiction():
         check_conventions(SETTING, **(_paper_config(SETTING) | {"lowpass_depth": 21}))
     with pytest.raises(ValueError, match="wavelet='db2'"):
         check_conventions(SETTING, **(_paper_config(SETTING) | {"wavelet": "db2"}))
+    for name in ("nope", "bior2.2"):  # unknown, and not orthogonal: named, not raised
+        with pytest.raises(ValueError, match=f"wavelet='{name}'.*expect 'haar'"):
+            check_conventions(SETTING, **(_paper_config(SETTING) | {"wavelet": name}))
     with pytest.raises(ValueError, match="unknown published setting"):
         check_conventions("celeba", **_paper_config(SETTING))
 

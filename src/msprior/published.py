@@ -34,6 +34,7 @@ import torch
 
 from msprior.download import ChecksumError, DownloadError, download, file_digest
 from msprior.networks import BFCNN, NetworkSpec, save_model
+from msprior.wavelets import same_wavelet
 
 __all__ = [
     "CONVENTIONS",
@@ -111,7 +112,6 @@ CONVENTIONS: Mapping[str, Mapping] = MappingProxyType(
 )
 
 _CHECKED_KEYS = ("size", "levels", "wavelet", "crop", "depth", "width", "lowpass_depth")
-_WAVELET_ALIASES = {"db1": "haar"}
 
 _BY_HAND = (
     "Download the folder denoisers/ of "
@@ -537,16 +537,25 @@ def check_conventions(
     given = {
         "size": size,
         "levels": levels,
-        "wavelet": _WAVELET_ALIASES.get(str(wavelet).lower(), str(wavelet).lower()),
+        "wavelet": str(wavelet),
         "crop": None if crop is None else tuple(crop),
         "depth": depth,
         "width": width,
         "lowpass_depth": lowpass_depth,
     }
+
+    def agrees(key: str) -> bool:
+        if key != "wavelet":
+            return given[key] == expected[key]
+        try:  # another name for the same filters (db1 for haar) is the same wavelet
+            return same_wavelet(given[key], expected[key])
+        except ValueError:  # unknown or not orthogonal: it cannot be the one expected
+            return False
+
     bad = [
         f"{key}={given[key]!r} (the weights expect {expected[key]!r})"
         for key in _CHECKED_KEYS
-        if given[key] != expected[key]
+        if not agrees(key)
     ]
     if bad:
         raise ValueError(
