@@ -36,7 +36,9 @@ def test_layout_and_attrs(faces_h5, haar_h5):
         assert f.attrs["normalisation"] == coefficients.NORMALISATION
         assert "horizontal" in f.attrs["band_order"]
         assert f.attrs["faces_path"] == str(faces_h5.resolve())
-        assert len(f.attrs["faces_md5"]) == 32
+        with h5py.File(faces_h5, "r") as faces:
+            assert f.attrs["faces_content_sha256"] == faces.attrs["content_sha256"]
+        assert "faces_md5" not in f.attrs  # the digest says it: no second full read
         for split, n in zip(SPLITS, (80, 10, 10), strict=True):
             assert f.attrs[f"n_{split}"] == n
             for j in (1, 2, 3):
@@ -47,6 +49,20 @@ def test_layout_and_attrs(faces_h5, haar_h5):
                 assert low.dtype == details.dtype == np.float32
                 assert details.compression == "lzf"
             assert len(f[split]["names"]) == n
+
+
+def test_an_older_faces_file_is_known_by_its_md5(faces_h5, tmp_path):
+    import hashlib
+    import shutil
+
+    old = shutil.copy(faces_h5, tmp_path / "old_faces.h5")
+    with h5py.File(old, "a") as f:
+        del f.attrs["content_sha256"]  # as written before the digest existed
+    out = tmp_path / "w.h5"
+    precompute_coefficients(old, out, WaveletConfig("haar", 1))
+    with h5py.File(out, "r") as f:
+        assert f.attrs["faces_content_sha256"] == ""
+        assert f.attrs["faces_md5"] == hashlib.md5(old.read_bytes()).hexdigest()
 
 
 def test_values_equal_wavedec(faces_h5, haar_h5):

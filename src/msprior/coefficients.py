@@ -5,9 +5,10 @@ Layout of the output (``wavelets.h5``), one group per split of the faces file::
     {split}/low_{j}       (N, S / 2**j, S / 2**j)      float32, j = 1 .. J
     {split}/details_{j}   (N, 3, S / 2**j, S / 2**j)   float32, j = 1 .. J
     {split}/names         (N,) str, the source file names
-    attrs: wavelet, levels, size, normalisation, band_order, faces_path, faces_md5,
+    attrs: wavelet, levels, size, normalisation, band_order, faces_path,
            faces_content_sha256 (that of the faces file), n_train, n_valid, n_test,
-           created_by (JSON provenance)
+           created_by (JSON provenance); faces_md5 instead of the content digest
+           for a faces file written before it recorded one
 
 ``low_j`` is the low-pass ``x_j`` and ``details_j`` the bands ``xbar_j`` of
 :mod:`msprior.wavelets` (the same normalisation): a conditional network at level ``j``
@@ -150,9 +151,8 @@ def precompute_coefficients(
                     "normalisation": NORMALISATION,
                     "band_order": BAND_ORDER,
                     "faces_path": str(faces_path.resolve()),
-                    "faces_md5": _md5(faces_path),
                     # what the faces are, whichever commit or machine wrote the file
-                    "faces_content_sha256": faces.attrs.get("content_sha256", ""),
+                    **_faces_identity(faces, faces_path),
                     **{f"n_{s}": faces[s].shape[0] for s in splits},
                     "created_by": json.dumps(
                         provenance(config={"name": cfg.name, "levels": cfg.levels}),
@@ -161,6 +161,15 @@ def precompute_coefficients(
                     ),
                 }
             )
+
+
+def _faces_identity(faces: h5py.File, path: Path) -> dict:
+    """The digest of the faces' names and pixels that the faces file records; the md5
+    of the whole file (a second full read) only for an older file without one."""
+    digest = faces.attrs.get("content_sha256", "")
+    if digest:
+        return {"faces_content_sha256": digest}
+    return {"faces_content_sha256": "", "faces_md5": _md5(path)}
 
 
 def _check_level(f: h5py.File, path, split: str, level: int) -> h5py.Group:
