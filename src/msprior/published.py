@@ -118,7 +118,6 @@ _BY_HAND = (
     f"https://github.com/{PUBLISHED_REPOSITORY} at commit {PUBLISHED_COMMIT} by hand "
     "and point networks.published_dir at it (the files keep their relative paths)."
 )
-_HTML_HINT = f"GitHub did not serve the file. {_BY_HAND}"
 
 _NAME = re.compile(
     r"(?P<kind>flat|multi_scale)/(?P<setting>[^/]+)/noise_range_0to255_"
@@ -300,12 +299,10 @@ def fetch_published(
                 f"{base_url.rstrip('/')}/{model.relpath}",
                 dest_dir / model.relpath,
                 sha256=model.sha256,
-                html_hint=_HTML_HINT,
+                html_hint="GitHub did not serve the file",
                 timeout=timeout,
             )
-        except DownloadError as err:
-            if _BY_HAND in str(err):
-                raise
+        except DownloadError as err:  # a 404, an HTML page, no network: say what to do
             raise DownloadError(
                 f"{err}; {dest_dir} holds no copy of {model.relpath}. {_BY_HAND}"
             ) from err
