@@ -250,9 +250,11 @@ class Config:
             raise ValueError(
                 f"data.size {size} is not divisible by 2**wavelet.levels = {2**levels}"
             )
+        from msprior.wavelets import fits  # torch only once a config is checked
+
         coarsest = size // 2 ** (levels - 1)  # the image the last level analyses
-        taps = self.wavelet.filter_length
-        if taps // 2 > coarsest:
+        if not fits(self.wavelet.name, coarsest):
+            taps = self.wavelet.filter_length
             raise ValueError(
                 f"wavelet.name {self.wavelet.name!r}: its filters ({taps} taps) are "
                 f"too long for the {coarsest} x {coarsest} image of level {levels}; "

@@ -37,6 +37,7 @@ __all__ = [
     "waverec",
     "filters",
     "filter_length",
+    "fits",
     "same_wavelet",
 ]
 
@@ -60,6 +61,12 @@ def _filter_bank(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def filter_length(name: str) -> int:
     """Taps of the orthogonal wavelet ``name`` (2 for Haar); ValueError if unusable."""
     return len(_filter_bank(name)[0])
+
+
+def fits(name: str, side: int) -> bool:
+    """Whether one level of ``name`` can analyse an image ``side`` pixels across: its
+    periodic extension (half the taps) must not wrap around more than once."""
+    return filter_length(name) // 2 <= side
 
 
 def same_wavelet(a: str, b: str) -> bool:
@@ -170,7 +177,7 @@ def dwt(x: Tensor, wavelet: str = "haar") -> tuple[Tensor, Tensor]:
     kernel = filters(wavelet, dtype=x.dtype, device=x.device)
     size = kernel.shape[-1]
     left, right = size // 2 - 1, size // 2
-    if right > min(h, w):
+    if not fits(wavelet, min(h, w)):
         raise ValueError(
             f"wavelet {wavelet!r} ({size} taps) is too long for a {h} x {w} image: "
             "periodic extension would wrap more than once"
